@@ -1,0 +1,49 @@
+# ClawFS developer entry points.  `make demo` and `make test` do all setup on a fresh Debian machine.
+SHELL := /bin/bash
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+DEBS  := fuse3 libfuse3-dev pkg-config gcc python3-dev gocryptfs rsync tar util-linux attr psmisc
+.PHONY: setup debs venv demo test test-fast lint bench clean
+
+setup: debs venv /usr/sbin/mount.clawfs
+
+# Installs only what is missing, so a second run costs one dpkg query.
+debs:
+	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing" >&2; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+	@$(PY) -m pip install -q -e '.[dev,bench]' 2>&1 | grep -v '^WARNING: Location' || true
+	@$(PY) -c 'import pyfuse3, apsw, trio, cryptography'
+	@touch $@
+
+# mount(8) runs /sbin/mount.TYPE for `mount -t clawfs` and fstab lines of type clawfs.
+/usr/sbin/mount.clawfs: $(VENV)/.installed packaging/mount.clawfs.in
+	@sed "s|@VENV@|$(abspath $(VENV))|" packaging/mount.clawfs.in > $@ && chmod 755 $@
+	@ln -sf $(abspath $(VENV))/bin/clawfs /usr/local/bin/clawfs
+
+demo: setup
+	@$(PY) -m mountd.demo
+
+test: setup
+	$(VENV)/bin/pytest -q
+
+test-fast: setup
+	$(VENV)/bin/pytest -q -m 'not fuse and not slow'
+
+lint: setup
+	$(VENV)/bin/ruff check clawfs kernel mountd tests bench
+	$(VENV)/bin/mypy
+
+bench: setup
+	$(PY) bench/fs_throughput.py --out bench/results
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,172 @@
+"""The encryption envelope: subkeys, content blocks, names, small values and key wrapping.
+
+Every primitive comes from `cryptography` (AES-256-GCM, AES-256-SIV, HKDF-SHA256, HMAC-SHA256); nothing here is
+hand-written cryptography, only the framing around it.
+
+Subkeys
+    subkey(label) = HKDF-SHA256(ikm=master_key, salt=store_id, info=b"clawfs/v1/" + label)
+    labels: content (32 B), names (64 B, AES-SIV takes two keys), meta (32 B), xnames (64 B),
+    header (32 B), index (32 B), tokens (32 B).  One label per use, so no key ever serves two purposes.
+
+Content block (one per `block_size` bytes of plaintext; holes have no block at all)
+    +-----------+--------------------------------------+
+    | nonce(12) | AES-256-GCM ciphertext || tag(16)    |
+    +-----------+--------------------------------------+
+    AAD = b"CFSB" || store_id(16) || inode(u64 BE) || generation(u64 BE) || block_index(u64 BE)
+    The AAD makes a block that is modified, swapped within a file, moved to another file, or replayed into a
+    reused inode number fail authentication.  Nonces are random (96 bits): safe well past 2^32 blocks per key.
+
+Directory entry name
+    AES-256-SIV(name, AD = [b"CFSN", store_id, parent(u64 BE)])   deterministic: a lookup is one indexed query.
+
+Symlink target and xattr value
+    nonce(12) || AES-256-GCM(value) || tag, AAD = b"CFSL" || store_id || inode || generation       (symlink)
+                                            AAD = b"CFSV" || store_id || inode || generation || xname (xattr)
+    xattr names: AES-256-SIV(name, AD = [b"CFSX", store_id, inode(u64 BE)]).
+
+Key slot (the master key is stored only like this)
+    wrapped = nonce(12) || AES-256-GCM_KEK(master_key) || tag, AAD = b"CFSK" || store_id || kind
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import struct
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as crypto_hmac
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from .errors import IntegrityError
+
+NONCE = 12
+TAG = 16
+OVERHEAD = NONCE + TAG
+MASTER_KEY_BYTES = 32
+STORE_ID_BYTES = 16
+
+_U64 = struct.Struct(">Q")
+_BLOCK_AAD = struct.Struct(">4s16sQQQ")
+_INODE_AAD = struct.Struct(">4s16sQQ")
+
+
+def hkdf(ikm: bytes, *, salt: bytes, label: str, length: int = 32) -> bytes:
+    """HKDF-SHA256 with a ClawFS label; used for subkeys and for key-slot KEKs."""
+    return HKDF(hashes.SHA256(), length, salt, b"clawfs/v1/" + label.encode()).derive(ikm)
+
+
+def random_bytes(n: int) -> bytes:
+    return os.urandom(n)
+
+
+def gcm_seal(aead: AESGCM, plaintext: bytes, aad: bytes) -> bytes:
+    nonce = os.urandom(NONCE)
+    return nonce + aead.encrypt(nonce, plaintext, aad)
+
+
+def gcm_open(aead: AESGCM, blob: bytes, aad: bytes, what: str) -> bytes:
+    if len(blob) < OVERHEAD:
+        raise IntegrityError(f"{what}: ciphertext too short")
+    try:
+        return aead.decrypt(blob[:NONCE], blob[NONCE:], aad)
+    except InvalidTag:
+        raise IntegrityError(f"{what}: authentication failed") from None
+
+
+def wrap_key(kek: bytes, master_key: bytes, store_id: bytes, kind: str) -> bytes:
+    return gcm_seal(AESGCM(kek), master_key, b"CFSK" + store_id + kind.encode())
+
+
+def unwrap_key(kek: bytes, wrapped: bytes, store_id: bytes, kind: str) -> bytes | None:
+    """The master key, or None when this KEK does not open the slot (wrong passphrase or key)."""
+    try:
+        return AESGCM(kek).decrypt(wrapped[:NONCE], wrapped[NONCE:], b"CFSK" + store_id + kind.encode())
+    except (InvalidTag, ValueError):
+        return None
+
+
+@dataclass(repr=False)
+class Envelope:
+    """All the ciphers of one unlocked store. `repr` is suppressed so keys never reach a log or traceback."""
+
+    store_id: bytes
+    master_key: bytes
+    _content: AESGCM = field(init=False)
+    _names: AESSIV = field(init=False)
+    _meta: AESGCM = field(init=False)
+    _xnames: AESSIV = field(init=False)
+    _header: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        def sub(label: str, n: int = 32) -> bytes:
+            return hkdf(self.master_key, salt=self.store_id, label=label, length=n)
+
+        self._content = AESGCM(sub("content"))
+        self._names = AESSIV(sub("names", 64))
+        self._meta = AESGCM(sub("meta"))
+        self._xnames = AESSIV(sub("xnames", 64))
+        self._header = sub("header")
+
+    def __repr__(self) -> str:
+        return "Envelope(<keys hidden>)"
+
+    def subkey(self, label: str, length: int = 32) -> bytes:
+        """A key for a later layer (index vectors, blind tokens); each caller passes its own label."""
+        return hkdf(self.master_key, salt=self.store_id, label=label, length=length)
+
+    # -- content blocks -------------------------------------------------------------------------------------
+    def _block_aad(self, ino: int, gen: int, idx: int) -> bytes:
+        return _BLOCK_AAD.pack(b"CFSB", self.store_id, ino, gen, idx)
+
+    def seal_block(self, ino: int, gen: int, idx: int, plaintext: bytes) -> bytes:
+        return gcm_seal(self._content, plaintext, self._block_aad(ino, gen, idx))
+
+    def open_block(self, ino: int, gen: int, idx: int, blob: bytes) -> bytes:
+        return gcm_open(self._content, blob, self._block_aad(ino, gen, idx), f"inode {ino} block {idx}")
+
+    # -- names ----------------------------------------------------------------------------------------------
+    def seal_name(self, parent: int, name: bytes) -> bytes:
+        return self._names.encrypt(name, [b"CFSN", self.store_id, _U64.pack(parent)])
+
+    def open_name(self, parent: int, blob: bytes) -> bytes:
+        try:
+            return self._names.decrypt(blob, [b"CFSN", self.store_id, _U64.pack(parent)])
+        except (InvalidTag, ValueError):
+            raise IntegrityError(f"directory {parent}: an entry name failed authentication") from None
+
+    # -- symlink targets and xattrs ------------------------------------------------------------------------
+    def seal_target(self, ino: int, gen: int, target: bytes) -> bytes:
+        return gcm_seal(self._meta, target, _INODE_AAD.pack(b"CFSL", self.store_id, ino, gen))
+
+    def open_target(self, ino: int, gen: int, blob: bytes) -> bytes:
+        aad = _INODE_AAD.pack(b"CFSL", self.store_id, ino, gen)
+        return gcm_open(self._meta, blob, aad, f"inode {ino} symlink target")
+
+    def seal_xattr_name(self, ino: int, name: bytes) -> bytes:
+        return self._xnames.encrypt(name, [b"CFSX", self.store_id, _U64.pack(ino)])
+
+    def open_xattr_name(self, ino: int, blob: bytes) -> bytes:
+        try:
+            return self._xnames.decrypt(blob, [b"CFSX", self.store_id, _U64.pack(ino)])
+        except (InvalidTag, ValueError):
+            raise IntegrityError(f"inode {ino}: an xattr name failed authentication") from None
+
+    def seal_xattr_value(self, ino: int, gen: int, xname: bytes, value: bytes) -> bytes:
+        return gcm_seal(self._meta, value, _INODE_AAD.pack(b"CFSV", self.store_id, ino, gen) + xname)
+
+    def open_xattr_value(self, ino: int, gen: int, xname: bytes, blob: bytes) -> bytes:
+        aad = _INODE_AAD.pack(b"CFSV", self.store_id, ino, gen) + xname
+        return gcm_open(self._meta, blob, aad, f"inode {ino} xattr value")
+
+    # -- header ---------------------------------------------------------------------------------------------
+    def header_mac(self, fields: bytes) -> bytes:
+        h = crypto_hmac.HMAC(self._header, hashes.SHA256())
+        h.update(fields)
+        return h.finalize()
+
+    def check_header_mac(self, fields: bytes, mac: bytes) -> bool:
+        return hmac.compare_digest(self.header_mac(fields), mac)

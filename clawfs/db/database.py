@@ -1,0 +1,271 @@
+"""The typed apsw layer: every SQL statement of ClawFS, one small method each.
+
+Transactions: `with db.transaction():` wraps a unit of work (one FUSE request, one fsck repair) so that it is
+atomic; SQLite errors inside roll the whole unit back.  `durable_commit()` is what fsync calls: one tiny write
+with `synchronous=FULL`, which fsyncs the WAL and with it every frame committed before it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import apsw
+
+from ..errors import NotAStore
+from .schema import APPLICATION_ID, LATEST, MIGRATIONS
+
+PAGE_SIZE = 16384
+"""Larger pages cut the overflow chain of a 64 KiB block from 17 pages to 5; measured by bench/fs_throughput."""
+
+INODE_COLUMNS = (
+    "id, generation, mode, uid, gid, nlink, size, rdev, atime_ns, mtime_ns, ctime_ns, nblocks, parent, target"
+)
+
+
+@dataclass
+class InodeRow:
+    id: int
+    generation: int
+    mode: int
+    uid: int
+    gid: int
+    nlink: int
+    size: int
+    rdev: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    nblocks: int
+    parent: int | None
+    target: bytes | None
+
+
+@dataclass
+class SlotRow:
+    id: int
+    kind: str
+    params: str
+    wrapped: bytes
+    created_ns: int
+
+
+class Database:
+    """One apsw connection to a store file."""
+
+    def __init__(self, path: str, *, create: bool = False, readonly: bool = False) -> None:
+        flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE
+        if create:
+            flags |= apsw.SQLITE_OPEN_CREATE
+        self.path = path
+        try:
+            self.conn = apsw.Connection(path, flags=flags)
+            self.conn.set_busy_timeout(5000)
+            if create:
+                self._execute(f"PRAGMA page_size = {PAGE_SIZE}")
+            mode = self._scalar("PRAGMA journal_mode = WAL") if not readonly else None
+            app_id = self._scalar("PRAGMA application_id")
+        except (apsw.NotADBError, apsw.CorruptError):
+            raise NotAStore(f"{path} is not a ClawFS store (not an SQLite database)") from None
+        except apsw.CantOpenError:
+            raise NotAStore(f"cannot open {path}: no such store (create one with `clawfs mkfs {path}`)") from None
+        if not create and app_id != APPLICATION_ID:
+            self.conn.close()
+            raise NotAStore(f"{path} is an SQLite database but not a ClawFS store")
+        if mode is not None and str(mode).lower() != "wal":
+            raise NotAStore(f"{path}: cannot switch the store to WAL mode (journal_mode is {mode})")
+        self._execute("PRAGMA synchronous = NORMAL")
+        self._execute("PRAGMA cache_size = -65536")  # 64 MiB of page cache
+        self._execute("PRAGMA wal_autocheckpoint = 4096")
+
+    def close(self) -> None:
+        with contextlib.suppress(apsw.Error):
+            self._execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.conn.close()
+
+    # -- plumbing -------------------------------------------------------------------------------------------
+    def _execute(self, sql: str, args: tuple[Any, ...] = ()) -> apsw.Cursor:
+        return self.conn.execute(sql, args)
+
+    def _scalar(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
+        row = self.conn.execute(sql, args).fetchone()
+        return None if row is None else row[0]
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self.conn:
+            yield
+
+    def durable_commit(self) -> None:
+        """Make everything committed so far survive a power cut (what fsync promises)."""
+        self._execute("PRAGMA synchronous = FULL")
+        try:
+            with self.conn:
+                self._execute("INSERT OR REPLACE INTO meta VALUES ('last_sync_ns', ?)", (time.time_ns(),))
+        finally:
+            self._execute("PRAGMA synchronous = NORMAL")
+
+    def schema_version(self) -> int:
+        return int(self._scalar("PRAGMA user_version") or 0)
+
+    def migrate(self) -> None:
+        """Apply every migration newer than the store, each in one transaction with its record."""
+        current = self.schema_version()
+        for version, description, sql in MIGRATIONS:
+            if version <= current:
+                continue
+            with self.conn:
+                if version == 1:
+                    self._execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                    self._execute(
+                        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, description TEXT,"
+                        " applied_ns INTEGER)"
+                    )
+                self.conn.execute(sql)
+                self._execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, description, time.time_ns()))
+                self._execute(f"PRAGMA user_version = {version}")
+        assert self.schema_version() == LATEST
+
+    # -- meta -----------------------------------------------------------------------------------------------
+    def meta_get(self, key: str) -> Any:
+        return self._scalar("SELECT value FROM meta WHERE key = ?", (key,))
+
+    def meta_set(self, key: str, value: Any) -> None:
+        self._execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def meta_all(self) -> dict[str, Any]:
+        return {k: v for k, v in self._execute("SELECT key, value FROM meta")}
+
+    # -- key slots ------------------------------------------------------------------------------------------
+    def slots(self) -> list[SlotRow]:
+        return [SlotRow(*r) for r in self._execute("SELECT * FROM key_slots ORDER BY id")]
+
+    def slot_add(self, kind: str, params: str, wrapped: bytes) -> int:
+        self._execute(
+            "INSERT INTO key_slots (kind, params, wrapped, created_ns) VALUES (?, ?, ?, ?)",
+            (kind, params, wrapped, time.time_ns()),
+        )
+        return int(self.conn.last_insert_rowid())
+
+    def slot_remove(self, slot_id: int) -> bool:
+        self._execute("DELETE FROM key_slots WHERE id = ?", (slot_id,))
+        return self.conn.changes() > 0
+
+    # -- inodes ---------------------------------------------------------------------------------------------
+    def inode_get(self, ino: int) -> InodeRow | None:
+        row = self._execute(f"SELECT {INODE_COLUMNS} FROM inodes WHERE id = ?", (ino,)).fetchone()
+        return None if row is None else InodeRow(*row)
+
+    def inode_insert(self, row: InodeRow) -> int:
+        """Insert `row`; its id is used when non-zero (the root), else SQLite assigns a fresh, never-reused id."""
+        values = (
+            row.id or None, row.generation, row.mode, row.uid, row.gid, row.nlink, row.size, row.rdev,
+            row.atime_ns, row.mtime_ns, row.ctime_ns, row.nblocks, row.parent, row.target,
+        )
+        self._execute(f"INSERT INTO inodes ({INODE_COLUMNS}) VALUES ({', '.join('?' * 14)})", values)
+        return int(self.conn.last_insert_rowid())
+
+    def inode_update(self, ino: int, **fields: Any) -> None:
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        self._execute(f"UPDATE inodes SET {cols} WHERE id = ?", (*fields.values(), ino))
+
+    def inode_add(self, ino: int, column: str, delta: int) -> None:
+        self._execute(f"UPDATE inodes SET {column} = {column} + ? WHERE id = ?", (delta, ino))
+
+    def inode_delete(self, ino: int) -> None:
+        self._execute("DELETE FROM blocks WHERE ino = ?", (ino,))
+        self._execute("DELETE FROM xattrs WHERE ino = ?", (ino,))
+        self._execute("DELETE FROM inodes WHERE id = ?", (ino,))
+
+    def inodes_orphaned(self) -> list[int]:
+        return [r[0] for r in self._execute("SELECT id FROM inodes WHERE nlink = 0")]
+
+    def inodes_all(self) -> Iterator[InodeRow]:
+        for row in self._execute(f"SELECT {INODE_COLUMNS} FROM inodes ORDER BY id"):
+            yield InodeRow(*row)
+
+    # -- directory entries ----------------------------------------------------------------------------------
+    def dentry_lookup(self, parent: int, name: bytes) -> int | None:
+        value = self._scalar("SELECT ino FROM dentries WHERE parent = ? AND name = ?", (parent, name))
+        return None if value is None else int(value)
+
+    def dentry_insert(self, parent: int, name: bytes, ino: int) -> None:
+        self._execute("INSERT INTO dentries (parent, name, ino) VALUES (?, ?, ?)", (parent, name, ino))
+
+    def dentry_delete(self, parent: int, name: bytes) -> None:
+        self._execute("DELETE FROM dentries WHERE parent = ? AND name = ?", (parent, name))
+
+    def dentry_set_ino(self, parent: int, name: bytes, ino: int) -> None:
+        self._execute("UPDATE dentries SET ino = ? WHERE parent = ? AND name = ?", (ino, parent, name))
+
+    def dentry_list(self, parent: int, after_id: int) -> Iterator[tuple[int, bytes, int]]:
+        """(id, encrypted name, inode) of `parent`'s entries with id > after_id, in id order."""
+        yield from self._execute(
+            "SELECT id, name, ino FROM dentries WHERE parent = ? AND id > ? ORDER BY id", (parent, after_id)
+        )
+
+    def dentry_has_children(self, parent: int) -> bool:
+        return self._scalar("SELECT 1 FROM dentries WHERE parent = ? LIMIT 1", (parent,)) is not None
+
+    def dentries_all(self) -> Iterator[tuple[int, int, bytes, int]]:
+        yield from self._execute("SELECT id, parent, name, ino FROM dentries ORDER BY id")
+
+    # -- blocks ---------------------------------------------------------------------------------------------
+    def block_get(self, ino: int, idx: int) -> bytes | None:
+        value = self._scalar("SELECT data FROM blocks WHERE ino = ? AND idx = ?", (ino, idx))
+        return None if value is None else bytes(value)
+
+    def blocks_range(self, ino: int, first: int, last: int) -> Iterator[tuple[int, bytes]]:
+        yield from self._execute(
+            "SELECT idx, data FROM blocks WHERE ino = ? AND idx BETWEEN ? AND ? ORDER BY idx", (ino, first, last)
+        )
+
+    def block_put(self, ino: int, idx: int, data: bytes) -> bool:
+        """Store a block; True when the block is new (the inode's nblocks grows)."""
+        self._execute("INSERT OR IGNORE INTO blocks VALUES (?, ?, ?)", (ino, idx, data))
+        if self.conn.changes():
+            return True
+        self._execute("UPDATE blocks SET data = ? WHERE ino = ? AND idx = ?", (data, ino, idx))
+        return False
+
+    def block_delete(self, ino: int, idx: int) -> bool:
+        self._execute("DELETE FROM blocks WHERE ino = ? AND idx = ?", (ino, idx))
+        return self.conn.changes() > 0
+
+    def blocks_delete_from(self, ino: int, first: int) -> int:
+        self._execute("DELETE FROM blocks WHERE ino = ? AND idx >= ?", (ino, first))
+        return int(self.conn.changes())
+
+    def blocks_of(self, ino: int) -> Iterator[tuple[int, bytes]]:
+        yield from self._execute("SELECT idx, data FROM blocks WHERE ino = ? ORDER BY idx", (ino,))
+
+    def blocks_owners(self) -> Iterator[tuple[int, int]]:
+        """(inode, block count) for every inode that owns blocks."""
+        yield from self._execute("SELECT ino, count(*) FROM blocks GROUP BY ino")
+
+    # -- xattrs ---------------------------------------------------------------------------------------------
+    def xattr_get(self, ino: int, name: bytes) -> bytes | None:
+        value = self._scalar("SELECT value FROM xattrs WHERE ino = ? AND name = ?", (ino, name))
+        return None if value is None else bytes(value)
+
+    def xattr_set(self, ino: int, name: bytes, value: bytes) -> None:
+        self._execute("INSERT OR REPLACE INTO xattrs VALUES (?, ?, ?)", (ino, name, value))
+
+    def xattr_delete(self, ino: int, name: bytes) -> bool:
+        self._execute("DELETE FROM xattrs WHERE ino = ? AND name = ?", (ino, name))
+        return self.conn.changes() > 0
+
+    def xattr_list(self, ino: int) -> Iterator[tuple[bytes, bytes]]:
+        yield from self._execute("SELECT name, value FROM xattrs WHERE ino = ? ORDER BY name", (ino,))
+
+    # -- statistics -----------------------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        return {
+            "inodes": int(self._scalar("SELECT count(*) FROM inodes")),
+            "entries": int(self._scalar("SELECT count(*) FROM dentries")),
+            "blocks": int(self._scalar("SELECT count(*) FROM blocks")),
+            "stored_bytes": int(self._scalar("SELECT coalesce(sum(length(data)), 0) FROM blocks")),
+        }

@@ -1,0 +1,87 @@
+"""The store's SQLite schema and its numbered migrations.
+
+A store is one SQLite file (plus its `-wal` and `-shm` while open), `PRAGMA application_id` = 0x436C6177
+("Claw"), `PRAGMA user_version` = the newest migration applied.  Every migration runs in one transaction
+together with its row in `schema_migrations`, so a store is never half-migrated.
+
+Version 1 tables (every BLOB column is ciphertext; see clawfs/crypto.py for the envelopes):
+
+meta(key TEXT PK, value)            store_id (16 B), format_version, block_size, created_ns, header_mac,
+                                    mounted (1 while a mount holds it: an unclean shutdown leaves it set),
+                                    unclean_shutdowns (count), last_mount_ns, last_clean_unmount_ns
+key_slots(id PK, kind, params, wrapped, created_ns)
+                                    kind: passphrase | keyfile | recovery (| tpm2 later); params: JSON with the
+                                    KDF and its parameters and salt; wrapped: the master key under the slot's KEK
+inodes(id PK AUTOINCREMENT, generation, mode, uid, gid, nlink, size, rdev,
+       atime_ns, mtime_ns, ctime_ns, nblocks, parent, target)
+                                    id is the FUSE inode number (root = 1), never reused (AUTOINCREMENT);
+                                    generation is random per inode and bound into every block's AAD;
+                                    parent: the containing directory, for directories only (for `..`);
+                                    target: the encrypted symlink target; nlink 0 = unlinked but still open
+dentries(id PK AUTOINCREMENT, parent, name, ino)   name = AES-SIV(name, parent); UNIQUE(parent, name);
+                                    id orders readdir and serves as its stable offset
+blocks(ino, idx, data, PK(ino, idx))   one AES-GCM block per `block_size` bytes of plaintext; holes are absent
+xattrs(ino, name, value, PK(ino, name))  name = AES-SIV(name, inode), value = AES-GCM
+schema_migrations(version PK, description, applied_ns)
+"""
+
+from __future__ import annotations
+
+APPLICATION_ID = 0x436C6177
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "initial schema: meta, key slots, inodes, entries, blocks, xattrs",
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+        CREATE TABLE key_slots (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL,
+            params TEXT NOT NULL,
+            wrapped BLOB NOT NULL,
+            created_ns INTEGER NOT NULL
+        );
+        CREATE TABLE inodes (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            generation INTEGER NOT NULL,
+            mode INTEGER NOT NULL,
+            uid INTEGER NOT NULL,
+            gid INTEGER NOT NULL,
+            nlink INTEGER NOT NULL,
+            size INTEGER NOT NULL DEFAULT 0,
+            rdev INTEGER NOT NULL DEFAULT 0,
+            atime_ns INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            ctime_ns INTEGER NOT NULL,
+            nblocks INTEGER NOT NULL DEFAULT 0,
+            parent INTEGER,
+            target BLOB
+        );
+        CREATE INDEX inodes_orphans ON inodes (nlink) WHERE nlink = 0;
+        CREATE TABLE dentries (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            parent INTEGER NOT NULL,
+            name BLOB NOT NULL,
+            ino INTEGER NOT NULL,
+            UNIQUE (parent, name)
+        );
+        CREATE INDEX dentries_by_parent ON dentries (parent, id);
+        CREATE INDEX dentries_by_ino ON dentries (ino);
+        CREATE TABLE blocks (
+            ino INTEGER NOT NULL,
+            idx INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (ino, idx)
+        );
+        CREATE TABLE xattrs (
+            ino INTEGER NOT NULL,
+            name BLOB NOT NULL,
+            value BLOB NOT NULL,
+            PRIMARY KEY (ino, name)
+        ) WITHOUT ROWID;
+        """,
+    ),
+]
+
+LATEST = MIGRATIONS[-1][0]

@@ -1,0 +1,246 @@
+"""The FUSE adapter: pyfuse3 requests in, VFS calls, `FUSEError(errno)` out.  Nothing else.
+
+This is the only module that imports pyfuse3.  It holds no SQL and no crypto.  A domain error (`FsError`)
+becomes its errno; anything unexpected is logged with a traceback and answered with EIO, so one bad request
+never takes the mount down (pyfuse3.main dies if a handler raises anything but FUSEError).
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import pyfuse3
+import trio
+
+from .errors import FsError
+from .vfs import VFS, Attr, Ctx
+
+log = logging.getLogger("clawfs.fuse")
+T = TypeVar("T")
+
+ENTRY_TIMEOUT = 300.0  # we are the only writer, so the kernel may cache names and attributes for long
+ATTR_TIMEOUT = 300.0
+
+
+def _errors_to_errno(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except FsError as e:
+            if e.errno == errno.EIO:
+                log.error("%s: %s", fn.__name__, e)
+            raise pyfuse3.FUSEError(e.errno) from None
+        except Exception:
+            log.exception("unexpected error in %s; answered EIO", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+def _entry(a: Attr) -> pyfuse3.EntryAttributes:
+    e = pyfuse3.EntryAttributes()
+    e.st_ino, e.generation, e.st_mode, e.st_nlink = a.ino, a.generation, a.mode, a.nlink
+    e.st_uid, e.st_gid, e.st_rdev, e.st_size = a.uid, a.gid, a.rdev, a.size
+    e.st_blocks, e.st_blksize = a.blocks, a.blksize
+    e.st_atime_ns, e.st_mtime_ns, e.st_ctime_ns = a.atime_ns, a.mtime_ns, a.ctime_ns
+    e.entry_timeout, e.attr_timeout = ENTRY_TIMEOUT, ATTR_TIMEOUT
+    return e
+
+
+def _ctx(c: pyfuse3.RequestContext) -> Ctx:
+    return Ctx(c.uid, c.gid, c.pid, c.umask)
+
+
+class ClawOperations(pyfuse3.Operations):  # type: ignore[misc]
+    enable_writeback_cache = True
+    supports_dot_lookup = True
+
+    def __init__(self, vfs: VFS) -> None:
+        super().__init__()
+        self.vfs = vfs
+
+    @_errors_to_errno
+    async def lookup(self, parent: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        return _entry(self.vfs.lookup(parent, name))
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        try:
+            self.vfs.forget(list(inode_list))
+        except Exception:
+            log.exception("forget failed")  # forget has no reply; never let it kill the loop
+
+    @_errors_to_errno
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        return _entry(self.vfs.getattr(inode))
+
+    @_errors_to_errno
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
+                      fh: int | None, ctx: Any) -> pyfuse3.EntryAttributes:
+        def pick(flag: bool, value: int) -> int | None:
+            return value if flag else None
+
+        return _entry(self.vfs.setattr(
+            inode,
+            mode=pick(fields.update_mode, attr.st_mode), uid=pick(fields.update_uid, attr.st_uid),
+            gid=pick(fields.update_gid, attr.st_gid), size=pick(fields.update_size, attr.st_size),
+            atime_ns=pick(fields.update_atime, attr.st_atime_ns),
+            mtime_ns=pick(fields.update_mtime, attr.st_mtime_ns),
+            ctime_ns=pick(fields.update_ctime, attr.st_ctime_ns),
+        ))
+
+    @_errors_to_errno
+    async def readlink(self, inode: int, ctx: Any) -> bytes:
+        return self.vfs.readlink(inode)
+
+    @_errors_to_errno
+    async def mknod(self, parent: int, name: bytes, mode: int, rdev: int, ctx: Any) -> pyfuse3.EntryAttributes:
+        return _entry(self.vfs.mknod(parent, name, mode, rdev, _ctx(ctx)))
+
+    @_errors_to_errno
+    async def mkdir(self, parent: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
+        return _entry(self.vfs.mkdir(parent, name, mode, _ctx(ctx)))
+
+    @_errors_to_errno
+    async def symlink(self, parent: int, name: bytes, target: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
+        return _entry(self.vfs.symlink(parent, name, target, _ctx(ctx)))
+
+    @_errors_to_errno
+    async def link(self, inode: int, new_parent: int, new_name: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
+        return _entry(self.vfs.link(inode, new_parent, new_name))
+
+    @_errors_to_errno
+    async def unlink(self, parent: int, name: bytes, ctx: Any) -> None:
+        self.vfs.unlink(parent, name)
+
+    @_errors_to_errno
+    async def rmdir(self, parent: int, name: bytes, ctx: Any) -> None:
+        self.vfs.rmdir(parent, name)
+
+    @_errors_to_errno
+    async def rename(self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes, flags: int,
+                     ctx: Any) -> None:
+        self.vfs.rename(old_parent, old_name, new_parent, new_name, flags)
+
+    @_errors_to_errno
+    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        return pyfuse3.FileInfo(fh=self.vfs.open(inode, flags), keep_cache=True)
+
+    @_errors_to_errno
+    async def create(self, parent: int, name: bytes, mode: int, flags: int,
+                     ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        fh, attr = self.vfs.create(parent, name, mode, flags, _ctx(ctx))
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True), _entry(attr)
+
+    @_errors_to_errno
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return self.vfs.read(fh, off, size)
+
+    @_errors_to_errno
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        return self.vfs.write(fh, off, buf)
+
+    @_errors_to_errno
+    async def flush(self, fh: int) -> None:
+        self.vfs.flush(fh)
+
+    @_errors_to_errno
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        self.vfs.fsync(fh, datasync)
+
+    @_errors_to_errno
+    async def release(self, fh: int) -> None:
+        self.vfs.release(fh)
+
+    @_errors_to_errno
+    async def opendir(self, inode: int, ctx: Any) -> int:
+        return self.vfs.opendir(inode)
+
+    @_errors_to_errno
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        for name, attr, next_id in self.vfs.readdir(fh, start_id):
+            if not pyfuse3.readdir_reply(token, name, _entry(attr), next_id):
+                break
+            if name not in (b".", b".."):  # the kernel takes no reference for these two
+                self.vfs.remember(attr.ino)
+
+    @_errors_to_errno
+    async def releasedir(self, fh: int) -> None:
+        return None
+
+    @_errors_to_errno
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        self.vfs.fsyncdir(fh, datasync)
+
+    @_errors_to_errno
+    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+        s = self.vfs.statfs()
+        d = pyfuse3.StatvfsData()
+        d.f_bsize = d.f_frsize = s.bsize
+        d.f_blocks, d.f_bfree, d.f_bavail = s.blocks, s.bfree, s.bavail
+        d.f_files, d.f_ffree, d.f_favail = s.files, s.ffree, s.ffree
+        d.f_namemax = s.namemax
+        return d
+
+    @_errors_to_errno
+    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        return self.vfs.getxattr(inode, name)
+
+    @_errors_to_errno
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
+        self.vfs.setxattr(inode, name, value)
+
+    @_errors_to_errno
+    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+        return self.vfs.listxattr(inode)
+
+    @_errors_to_errno
+    async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
+        self.vfs.removexattr(inode, name)
+
+    @_errors_to_errno
+    async def access(self, inode: int, mode: int, ctx: Any) -> bool:
+        return True  # with default_permissions the kernel checks modes itself
+
+
+def fuse_options(fsname: str, extra: list[str]) -> set[str]:
+    opts = set(pyfuse3.default_options)
+    opts |= {f"fsname={fsname}", "subtype=clawfs", *extra}
+    return opts
+
+
+def mount(ops: ClawOperations, mountpoint: str, options: set[str]) -> None:
+    pyfuse3.init(ops, mountpoint, options)
+
+
+def serve(on_started: Callable[[], None] | None = None) -> None:
+    """Run the FUSE loop until the filesystem is unmounted or SIGTERM/SIGINT/SIGHUP arrives, then make sure it
+    is unmounted.  `on_started` runs once the loop is about to serve requests."""
+    import signal
+
+    async def _stop_on_signal(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            task_status.started()
+            async for signum in signals:
+                log.info("signal %d: unmounting", signum)
+                pyfuse3.terminate()
+                return
+
+    async def _main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(_stop_on_signal)
+            if on_started:
+                on_started()
+            await pyfuse3.main()
+            nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(_main)
+    finally:
+        pyfuse3.close(unmount=True)

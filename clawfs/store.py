@@ -1,0 +1,435 @@
+"""The store: one unlocked ClawFS file, spoken to in plaintext.
+
+`Store` joins the SQL layer (`clawfs.db`) and the envelope (`clawfs.crypto`): callers pass and receive plaintext
+names, contents, symlink targets and xattrs; only ciphertext reaches the database.  It also owns the store's
+lifecycle: creation (mkfs), unlocking through key slots, the exclusive lock that stops two mounts, the
+"mounted" mark that reveals an unclean shutdown, and the decrypted-block cache.
+
+Block layout: byte `b` of a file lives in block `b // block_size` at offset `b % block_size`.  A stored block's
+plaintext is never longer than `min(block_size, size - idx * block_size)`; bytes past its end, and blocks that
+are absent, read as zeros.  Truncation trims the last block so that stale bytes can never reappear.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import stat
+import struct
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import apsw
+
+from . import FORMAT_VERSION, crypto, keys
+from .db import Database, InodeRow
+from .db.schema import LATEST
+from .errors import (
+    FsError,
+    IntegrityError,
+    NewerFormat,
+    NoSpace,
+    NotAStore,
+    NotFound,
+    StoreBusy,
+    UserError,
+    WrongKey,
+)
+
+log = logging.getLogger("clawfs.store")
+
+ROOT = 1
+DEFAULT_BLOCK_SIZE = 64 * 1024
+MIN_BLOCK_SIZE, MAX_BLOCK_SIZE = 4096, 1024 * 1024
+BLOCK_CACHE_ENTRIES = 128
+_HEADER = struct.Struct(">16sQ")
+
+
+def store_files(path: str) -> list[str]:
+    return [path, path + "-wal", path + "-shm"]
+
+
+class StoreLock:
+    """An exclusive flock on the store file, held for as long as a mount or fsck works on it.
+
+    flock and SQLite's POSIX record locks are independent on Linux.  The fd must be closed only after the
+    SQLite connection: closing any fd of a file drops the process's POSIX locks on it.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise StoreBusy(f"{path} is in use by another clawfs process (mounted, or fsck running); "
+                            "unmount it first (`clawfs umount MOUNTPOINT`)") from None
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+@dataclass
+class StoreInfo:
+    """What a store tells without a key."""
+
+    path: str
+    format_version: int
+    block_size: int
+    store_id: str
+    created_ns: int
+    slots: list[dict[str, Any]]
+    counts: dict[str, int]
+    mounted_flag: bool
+    unclean_shutdowns: int
+
+
+def _open_db(path: str, *, readonly: bool = False) -> Database:
+    if not os.path.exists(path):
+        raise NotAStore(f"{path}: no such store (create one with `clawfs mkfs {path}`)")
+    if not os.path.isfile(path):
+        raise NotAStore(f"{path} is not a ClawFS store (not a regular file)")
+    db = Database(path, readonly=readonly)
+    version = db.schema_version()
+    if version > LATEST:
+        db.conn.close()
+        raise NewerFormat(f"{path} has format version {version}, newer than this clawfs supports "
+                          f"({LATEST}); upgrade clawfs to open it")
+    return db
+
+
+def read_info(path: str) -> StoreInfo:
+    db = _open_db(path, readonly=True)
+    try:
+        meta = db.meta_all()
+        slots = [{"id": s.id, "kind": s.kind, "created_ns": s.created_ns,
+                  "kdf": json.loads(s.params).get("kdf")} for s in db.slots()]
+        return StoreInfo(
+            path=os.path.abspath(path), format_version=db.schema_version(), block_size=int(meta["block_size"]),
+            store_id=bytes(meta["store_id"]).hex(), created_ns=int(meta["created_ns"]), slots=slots,
+            counts=db.counts(), mounted_flag=bool(meta.get("mounted")),
+            unclean_shutdowns=int(meta.get("unclean_shutdowns") or 0),
+        )
+    finally:
+        db.conn.close()
+
+
+def check_block_size(size: int) -> int:
+    if size < MIN_BLOCK_SIZE or size > MAX_BLOCK_SIZE or size & (size - 1):
+        raise UserError(f"block size {size} is not a power of two between 4 KiB and 1 MiB")
+    return size
+
+
+def _now() -> int:
+    return time.time_ns()
+
+
+class Store:
+    """An unlocked store.  Not thread-safe: the FUSE adapter calls it from one trio thread."""
+
+    def __init__(self, db: Database, env: crypto.Envelope, *, lock: StoreLock | None, readonly: bool) -> None:
+        self.db = db
+        self.env = env
+        self.lock = lock
+        self.readonly = readonly
+        self.block_size = int(db.meta_get("block_size"))
+        self._cache: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self.was_unclean = False
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str, slots: list[tuple[str, bytes]], *, block_size: int = DEFAULT_BLOCK_SIZE,
+               force: bool = False, kdf: str = "argon2id") -> None:
+        """mkfs: a new store at `path`, its master key wrapped once per (kind, secret) in `slots`."""
+        check_block_size(block_size)
+        if not slots:
+            raise UserError("a store needs at least one key slot")
+        if os.path.lexists(path):
+            if not force:
+                raise UserError(f"{path} already exists; pass --force to overwrite it (its contents are lost)")
+            if not os.path.isfile(path):
+                raise UserError(f"{path} exists and is not a regular file; refusing to overwrite it")
+            StoreLock(path).release()  # refuses while mounted
+            for f in store_files(path):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f)
+        master, store_id = crypto.random_bytes(crypto.MASTER_KEY_BYTES), crypto.random_bytes(crypto.STORE_ID_BYTES)
+        env = crypto.Envelope(store_id, master)
+        wrapped = [(kind, *keys.make_slot(kind, secret, master, store_id, kdf)) for kind, secret in slots]
+        try:
+            db = Database(path, create=True)
+        except apsw.Error as e:
+            raise UserError(f"cannot create {path}: {e}") from None
+        try:
+            db.migrate()
+            with db.transaction():
+                db.meta_set("store_id", store_id)
+                db.meta_set("format_version", FORMAT_VERSION)
+                db.meta_set("block_size", block_size)
+                db.meta_set("created_ns", _now())
+                db.meta_set("header_mac", env.header_mac(_HEADER.pack(store_id, block_size)))
+                db.meta_set("mounted", 0)
+                db.meta_set("unclean_shutdowns", 0)
+                for kind, params, blob in wrapped:
+                    db.slot_add(kind, params, blob)
+                now = _now()
+                db.inode_insert(InodeRow(ROOT, int.from_bytes(crypto.random_bytes(7), "big"),
+                                         stat.S_IFDIR | 0o755, os.getuid(), os.getgid(), 2, 0, 0,
+                                         now, now, now, 0, ROOT, None))
+        finally:
+            db.close()
+
+    @classmethod
+    def open(cls, path: str, creds: keys.Credentials, *, readonly: bool = False, lock: bool = True,
+             master_key: bytes | None = None) -> Store:
+        db = _open_db(path)
+        try:
+            the_lock = StoreLock(path) if lock else None
+        except BaseException:
+            db.conn.close()
+            raise
+        try:
+            if db.schema_version() < LATEST:
+                db.migrate()
+            env = unlock(db, creds) if master_key is None else _envelope(db, master_key)
+            return cls(db, env, lock=the_lock, readonly=readonly)
+        except BaseException:
+            db.conn.close()
+            if the_lock:
+                the_lock.release()
+            raise
+
+    def close(self) -> None:
+        self.db.close()
+        if self.lock:
+            self.lock.release()
+
+    def mark_mounted(self) -> None:
+        """Set the mounted mark; if it was already set, the last mount ended without a clean unmount."""
+        with self.transaction():
+            self.was_unclean = bool(self.db.meta_get("mounted"))
+            if self.was_unclean:
+                self.db.meta_set("unclean_shutdowns", int(self.db.meta_get("unclean_shutdowns") or 0) + 1)
+            self.db.meta_set("mounted", 1)
+            self.db.meta_set("last_mount_ns", _now())
+        self.db.durable_commit()
+
+    def mark_unmounted(self) -> None:
+        with self.transaction():
+            self.db.meta_set("mounted", 0)
+            self.db.meta_set("last_clean_unmount_ns", _now())
+        self.db.durable_commit()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic unit of work; a full disk becomes ENOSPC and rolls the unit back."""
+        try:
+            with self.db.transaction():
+                yield
+        except apsw.FullError:
+            raise NoSpace("the filesystem holding the store is full") from None
+        except apsw.IOError as e:
+            if "full" in str(e).lower():
+                raise NoSpace("the filesystem holding the store is full") from None
+            raise FsError(f"store I/O error: {e}", err=errno.EIO) from None
+
+    def sync(self) -> None:
+        try:
+            self.db.durable_commit()
+        except (apsw.FullError, apsw.IOError):
+            raise NoSpace("the filesystem holding the store is full") from None
+
+    # -- inodes ---------------------------------------------------------------------------------------------
+    def get(self, ino: int) -> InodeRow:
+        row = self.db.inode_get(ino)
+        if row is None:
+            raise NotFound(f"inode {ino}")
+        return row
+
+    def new_inode(self, mode: int, uid: int, gid: int, *, rdev: int = 0, parent: int | None = None,
+                  target: bytes | None = None) -> InodeRow:
+        now = _now()
+        nlink = 2 if stat.S_ISDIR(mode) else 1
+        gen = int.from_bytes(crypto.random_bytes(7), "big")
+        row = InodeRow(0, gen, mode, uid, gid, nlink, 0, rdev, now, now, now, 0, parent, None)
+        row.id = self.db.inode_insert(row)
+        if target is not None:
+            row.target = self.env.seal_target(row.id, gen, target)
+            row.size = len(target)
+            self.db.inode_update(row.id, target=row.target, size=row.size)
+        return row
+
+    def update(self, ino: int, **fields: Any) -> None:
+        self.db.inode_update(ino, **fields)
+
+    def adjust(self, ino: int, column: str, delta: int) -> None:
+        self.db.inode_add(ino, column, delta)
+
+    def purge(self, ino: int) -> None:
+        """Delete an inode with its blocks and xattrs (it has no entries, lookups or open handles left)."""
+        self._drop_cached(ino)
+        self.db.inode_delete(ino)
+
+    def orphans(self) -> list[int]:
+        return self.db.inodes_orphaned()
+
+    def readlink(self, row: InodeRow) -> bytes:
+        if row.target is None:
+            raise IntegrityError(f"inode {row.id}: symlink without a target")
+        return self.env.open_target(row.id, row.generation, row.target)
+
+    # -- directory entries ----------------------------------------------------------------------------------
+    def lookup(self, parent: int, name: bytes) -> int | None:
+        return self.db.dentry_lookup(parent, self.env.seal_name(parent, name))
+
+    def add_entry(self, parent: int, name: bytes, ino: int) -> None:
+        self.db.dentry_insert(parent, self.env.seal_name(parent, name), ino)
+
+    def remove_entry(self, parent: int, name: bytes) -> None:
+        self.db.dentry_delete(parent, self.env.seal_name(parent, name))
+
+    def set_entry(self, parent: int, name: bytes, ino: int) -> None:
+        self.db.dentry_set_ino(parent, self.env.seal_name(parent, name), ino)
+
+    def has_entries(self, parent: int) -> bool:
+        return self.db.dentry_has_children(parent)
+
+    def entries(self, parent: int, after_id: int = 0) -> Iterator[tuple[int, bytes, int]]:
+        """(entry id, plaintext name, inode) in a stable order; an entry that fails authentication is
+        logged and skipped, so the rest of the directory stays readable (fsck lists it)."""
+        for entry_id, blob, ino in self.db.dentry_list(parent, after_id):
+            try:
+                yield entry_id, self.env.open_name(parent, bytes(blob)), ino
+            except IntegrityError as e:
+                log.error("integrity: %s (entry %d hidden; run `clawfs fsck`)", e, entry_id)
+
+    # -- contents -------------------------------------------------------------------------------------------
+    def _drop_cached(self, ino: int, first: int = 0) -> None:
+        for key in [k for k in self._cache if k[0] == ino and k[1] >= first]:
+            del self._cache[key]
+
+    def _block(self, row: InodeRow, idx: int, blob: bytes | None) -> bytes:
+        key = (row.id, idx)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        if blob is None:
+            return b""
+        plain = self.env.open_block(row.id, row.generation, idx, bytes(blob))
+        self._cache[key] = plain
+        if len(self._cache) > BLOCK_CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+        return plain
+
+    def read(self, row: InodeRow, offset: int, length: int) -> bytes:
+        end = min(offset + length, row.size)
+        if offset >= end:
+            return b""
+        bs = self.block_size
+        first, last = offset // bs, (end - 1) // bs
+        stored = dict(self.db.blocks_range(row.id, first, last))
+        parts = []
+        for idx in range(first, last + 1):
+            base = idx * bs
+            lo, hi = max(offset, base) - base, min(end, base + bs) - base
+            piece = self._block(row, idx, stored.get(idx))[lo:hi]
+            parts.append(piece if len(piece) == hi - lo else piece + bytes(hi - lo - len(piece)))
+        return b"".join(parts)
+
+    def write(self, row: InodeRow, offset: int, data: bytes) -> tuple[int, int]:
+        """Write `data` at `offset`; returns (new size, blocks added).  The caller records both."""
+        bs, size = self.block_size, row.size
+        end = offset + len(data)
+        view = memoryview(data)
+        added = 0
+        for idx in range(offset // bs, (end - 1) // bs + 1):
+            base = idx * bs
+            lo, hi = max(offset, base) - base, min(end, base + bs) - base
+            chunk = view[base + lo - offset:base + hi - offset]
+            if lo == 0 and (hi == bs or base + hi >= size):
+                plain = bytes(chunk)  # the write covers everything this block held
+            else:
+                old = self._block(row, idx, self.db.block_get(row.id, idx) if base < size else None)
+                buf = bytearray(old)
+                if len(buf) < lo:
+                    buf.extend(bytes(lo - len(buf)))
+                buf[lo:hi] = chunk
+                plain = bytes(buf)
+            self._cache.pop((row.id, idx), None)  # refilled on read: a rolled-back write must not linger
+            added += self.db.block_put(row.id, idx, self.env.seal_block(row.id, row.generation, idx, plain))
+        return max(size, end), added
+
+    def truncate(self, row: InodeRow, new_size: int) -> int:
+        """Cut or extend to `new_size`; returns the change in stored blocks (<= 0).  Growth stores nothing."""
+        if new_size >= row.size:
+            return 0
+        bs = self.block_size
+        keep = (new_size + bs - 1) // bs  # blocks 0..keep-1 may hold data
+        self._drop_cached(row.id, new_size // bs)
+        removed = self.db.blocks_delete_from(row.id, keep)
+        tail = new_size % bs
+        if tail:
+            idx = new_size // bs
+            blob = self.db.block_get(row.id, idx)
+            if blob is not None:
+                plain = self.env.open_block(row.id, row.generation, idx, blob)
+                if len(plain) > tail:
+                    self.db.block_put(row.id, idx, self.env.seal_block(row.id, row.generation, idx, plain[:tail]))
+        return -removed
+
+    # -- xattrs ---------------------------------------------------------------------------------------------
+    def xattr_get(self, row: InodeRow, name: bytes) -> bytes | None:
+        xname = self.env.seal_xattr_name(row.id, name)
+        blob = self.db.xattr_get(row.id, xname)
+        return None if blob is None else self.env.open_xattr_value(row.id, row.generation, xname, blob)
+
+    def xattr_set(self, row: InodeRow, name: bytes, value: bytes) -> None:
+        xname = self.env.seal_xattr_name(row.id, name)
+        self.db.xattr_set(row.id, xname, self.env.seal_xattr_value(row.id, row.generation, xname, value))
+
+    def xattr_remove(self, row: InodeRow, name: bytes) -> bool:
+        return self.db.xattr_delete(row.id, self.env.seal_xattr_name(row.id, name))
+
+    def xattr_names(self, row: InodeRow) -> list[bytes]:
+        return [self.env.open_xattr_name(row.id, bytes(n)) for n, _ in self.db.xattr_list(row.id)]
+
+    # -- whole-store figures --------------------------------------------------------------------------------
+    def statvfs(self) -> os.statvfs_result:
+        return os.statvfs(os.path.dirname(os.path.abspath(self.db.path)))
+
+
+def _envelope(db: Database, master: bytes) -> crypto.Envelope:
+    store_id = bytes(db.meta_get("store_id"))
+    env = crypto.Envelope(store_id, master)
+    header = _HEADER.pack(store_id, int(db.meta_get("block_size")))
+    if not env.check_header_mac(header, bytes(db.meta_get("header_mac") or b"")):
+        raise UserError(f"{db.path}: the store header failed authentication (store id or block size was "
+                        "modified); restore the store from a backup")
+    return env
+
+
+def unlock(db: Database, creds: keys.Credentials) -> crypto.Envelope:
+    """Try every offered credential against every slot of its kind; the first that opens wins."""
+    store_id = bytes(db.meta_get("store_id"))
+    slots = db.slots()
+    for kind, secret in creds.offered():
+        for slot in slots:
+            if slot.kind != kind:
+                continue
+            master = keys.open_slot(kind, slot.params, bytes(slot.wrapped), secret, store_id)
+            if master is not None:
+                return _envelope(db, master)
+    raise keys.no_slot_opened(creds, {s.kind for s in slots})
+
+
+__all__ = ["ROOT", "Store", "StoreLock", "WrongKey", "read_info"]

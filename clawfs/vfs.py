@@ -1,0 +1,471 @@
+"""The VFS: what the filesystem means.  POSIX semantics over the plaintext store API.
+
+Callers (the FUSE adapter, VFS tests) pass inode numbers, names as bytes and a `Ctx`; they get `Attr`s back and
+`FsError`s (carrying an errno) out.  Every mutating call is one store transaction, so it is all or nothing, and
+a full disk rolls it back as ENOSPC.  Methods are synchronous: under trio, a request handler that calls one of
+them runs it to completion before any other request is served, so no invariant here is ever seen half-done.
+(Adding an `await` between two store calls in the adapter would break that; don't.)
+
+Times: creation sets all three; data changes set mtime and ctime; metadata changes (chmod, chown, link,
+rename, xattrs) set ctime; directory changes set the directory's mtime and ctime.  atime changes only through
+utimens, as with `noatime`, so reads never write.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .db import InodeRow
+from .errors import (
+    Exists,
+    FsError,
+    Invalid,
+    IsADir,
+    NameTooLong,
+    NoData,
+    NotADir,
+    NotEmpty,
+    NotFound,
+    NotSupported,
+    ReadOnly,
+)
+from .inodes import InodeTable
+from .store import ROOT, Store
+
+log = logging.getLogger("clawfs.vfs")
+
+NAME_MAX = 255
+XATTR_NAME_MAX = 255
+XATTR_SIZE_MAX = 65536
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+
+@dataclass(frozen=True)
+class Ctx:
+    uid: int
+    gid: int
+    pid: int = 0
+    umask: int = 0o022
+
+
+@dataclass
+class Attr:
+    ino: int
+    generation: int
+    mode: int
+    nlink: int
+    uid: int
+    gid: int
+    rdev: int
+    size: int
+    blocks: int  # in 512-byte units
+    blksize: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+
+
+@dataclass
+class FsStats:
+    bsize: int
+    blocks: int
+    bfree: int
+    bavail: int
+    files: int
+    ffree: int
+    namemax: int = NAME_MAX
+
+
+def _check_name(name: bytes) -> None:
+    if len(name) > NAME_MAX:
+        raise NameTooLong(f"name of {len(name)} bytes (max {NAME_MAX})")
+    if not name or b"/" in name or b"\0" in name or name in (b".", b".."):
+        raise Invalid("invalid name")
+
+
+class VFS:
+    def __init__(self, store: Store, *, readonly: bool = False) -> None:
+        self.store = store
+        self.readonly = readonly
+        self.inodes = InodeTable(self._nlink_of, self._purge)
+
+    # -- helpers --------------------------------------------------------------------------------------------
+    def _nlink_of(self, ino: int) -> int | None:
+        row = self.store.db.inode_get(ino)
+        return None if row is None else row.nlink
+
+    def _purge(self, ino: int) -> None:
+        if not self.readonly:
+            with self.store.transaction():
+                self.store.purge(ino)
+
+    def _writable(self) -> None:
+        if self.readonly:
+            raise ReadOnly("mounted read-only")
+
+    def attr(self, row: InodeRow) -> Attr:
+        bs = self.store.block_size
+        # Space used: stored blocks, but no more than the size rounded to 4 KiB (a short last block is stored
+        # short).  Holes count nothing, so `du` on a sparse file shows only what was written.
+        used = min(row.nblocks * bs, (row.size + 4095) // 4096 * 4096)
+        return Attr(row.id, row.generation, row.mode, row.nlink, row.uid, row.gid, row.rdev, row.size,
+                    used // 512, bs, row.atime_ns, row.mtime_ns, row.ctime_ns)
+
+    def _dir(self, ino: int) -> InodeRow:
+        row = self.store.get(ino)
+        if not stat.S_ISDIR(row.mode):
+            raise NotADir(f"inode {ino} is not a directory")
+        return row
+
+    def _touch_dir(self, ino: int, now: int) -> None:
+        self.store.update(ino, mtime_ns=now, ctime_ns=now)
+
+    def _entry(self, parent: int, name: bytes) -> InodeRow:
+        _check_name(name)
+        ino = self.store.lookup(parent, name)
+        if ino is None:
+            raise NotFound()
+        return self.store.get(ino)
+
+    # -- lookups and attributes -----------------------------------------------------------------------------
+    def lookup(self, parent: int, name: bytes) -> Attr:
+        self._dir(parent)
+        if name == b".":
+            row = self.store.get(parent)
+        elif name == b"..":
+            row = self.store.get(self.store.get(parent).parent or ROOT)
+        else:
+            row = self._entry(parent, name)
+        self.inodes.remember(row.id)
+        return self.attr(row)
+
+    def remember(self, ino: int) -> None:
+        """The kernel took a reference without a lookup (a readdirplus entry it accepted)."""
+        self.inodes.remember(ino)
+
+    def forget(self, items: list[tuple[int, int]]) -> None:
+        for ino, n in items:
+            self.inodes.forget(ino, n)
+
+    def getattr(self, ino: int) -> Attr:
+        return self.attr(self.store.get(ino))
+
+    def setattr(self, ino: int, *, mode: int | None = None, uid: int | None = None, gid: int | None = None,
+                size: int | None = None, atime_ns: int | None = None, mtime_ns: int | None = None,
+                ctime_ns: int | None = None) -> Attr:
+        self._writable()
+        with self.store.transaction():
+            row = self.store.get(ino)
+            now = time.time_ns()
+            fields: dict[str, int] = {"ctime_ns": ctime_ns if ctime_ns is not None else now}
+            if size is not None:
+                if stat.S_ISDIR(row.mode):
+                    raise IsADir()
+                if size != row.size:
+                    fields["nblocks"] = row.nblocks + self.store.truncate(row, size)
+                    fields["size"] = size
+                fields["mtime_ns"] = now
+            if mode is not None:
+                fields["mode"] = (row.mode & ~0o7777) | (mode & 0o7777)
+            if uid is not None:
+                fields["uid"] = uid
+            if gid is not None:
+                fields["gid"] = gid
+            if atime_ns is not None:
+                fields["atime_ns"] = atime_ns
+            if mtime_ns is not None:
+                fields["mtime_ns"] = mtime_ns
+            self.store.update(ino, **fields)
+            return self.attr(self.store.get(ino))
+
+    def readlink(self, ino: int) -> bytes:
+        row = self.store.get(ino)
+        if not stat.S_ISLNK(row.mode):
+            raise Invalid("not a symlink")
+        return self.store.readlink(row)
+
+    # -- creating -------------------------------------------------------------------------------------------
+    def _create(self, parent: int, name: bytes, mode: int, ctx: Ctx, *, rdev: int = 0,
+                target: bytes | None = None) -> InodeRow:
+        self._writable()
+        _check_name(name)
+        with self.store.transaction():
+            prow = self._dir(parent)
+            if self.store.lookup(parent, name) is not None:
+                raise Exists()
+            gid = ctx.gid
+            if prow.mode & stat.S_ISGID:  # BSD group semantics in setgid directories
+                gid = prow.gid
+                if stat.S_ISDIR(mode):
+                    mode |= stat.S_ISGID
+            is_dir = stat.S_ISDIR(mode)
+            row = self.store.new_inode(mode, ctx.uid, gid, rdev=rdev, parent=parent if is_dir else None,
+                                       target=target)
+            self.store.add_entry(parent, name, row.id)
+            if is_dir:
+                self.store.adjust(parent, "nlink", 1)
+            self._touch_dir(parent, row.ctime_ns)
+        self.inodes.remember(row.id)
+        return row
+
+    def mknod(self, parent: int, name: bytes, mode: int, rdev: int, ctx: Ctx) -> Attr:
+        return self.attr(self._create(parent, name, mode, ctx, rdev=rdev))
+
+    def mkdir(self, parent: int, name: bytes, mode: int, ctx: Ctx) -> Attr:
+        return self.attr(self._create(parent, name, stat.S_IFDIR | (mode & 0o7777), ctx))
+
+    def symlink(self, parent: int, name: bytes, target: bytes, ctx: Ctx) -> Attr:
+        if len(target) > 4096:
+            raise NameTooLong("symlink target longer than 4096 bytes")
+        return self.attr(self._create(parent, name, stat.S_IFLNK | 0o777, ctx, target=target))
+
+    def create(self, parent: int, name: bytes, mode: int, flags: int, ctx: Ctx) -> tuple[int, Attr]:
+        row = self._create(parent, name, stat.S_IFREG | (mode & 0o7777), ctx)
+        return self.inodes.open(row.id, flags), self.attr(row)
+
+    def link(self, ino: int, new_parent: int, new_name: bytes) -> Attr:
+        self._writable()
+        _check_name(new_name)
+        with self.store.transaction():
+            row = self.store.get(ino)
+            if stat.S_ISDIR(row.mode):
+                raise FsError("hard link to a directory", err=errno.EPERM)
+            self._dir(new_parent)
+            if self.store.lookup(new_parent, new_name) is not None:
+                raise Exists()
+            now = time.time_ns()
+            self.store.add_entry(new_parent, new_name, ino)
+            self.store.update(ino, nlink=row.nlink + 1, ctime_ns=now)
+            self._touch_dir(new_parent, now)
+            row = self.store.get(ino)
+        self.inodes.remember(ino)
+        return self.attr(row)
+
+    # -- removing -------------------------------------------------------------------------------------------
+    def _drop_link(self, row: InodeRow, now: int) -> None:
+        """One directory entry of `row` is gone; directories lose their `.` link too."""
+        nlink = 0 if stat.S_ISDIR(row.mode) else row.nlink - 1
+        self.store.update(row.id, nlink=nlink, ctime_ns=now)
+        if stat.S_ISDIR(row.mode) and row.parent is not None:
+            self.store.adjust(row.parent, "nlink", -1)
+
+    def unlink(self, parent: int, name: bytes) -> None:
+        self._remove(parent, name, want_dir=False)
+
+    def rmdir(self, parent: int, name: bytes) -> None:
+        self._remove(parent, name, want_dir=True)
+
+    def _remove(self, parent: int, name: bytes, *, want_dir: bool) -> None:
+        self._writable()
+        with self.store.transaction():
+            self._dir(parent)
+            row = self._entry(parent, name)
+            if want_dir:
+                if not stat.S_ISDIR(row.mode):
+                    raise NotADir()
+                if self.store.has_entries(row.id):
+                    raise NotEmpty()
+            elif stat.S_ISDIR(row.mode):
+                raise IsADir()
+            now = time.time_ns()
+            self.store.remove_entry(parent, name)
+            self._drop_link(row, now)
+            self._touch_dir(parent, now)
+        self.inodes.release_if_unused(row.id)
+
+    # -- rename ---------------------------------------------------------------------------------------------
+    def _is_ancestor(self, ancestor: int, ino: int) -> bool:
+        while True:
+            if ino == ancestor:
+                return True
+            if ino == ROOT:
+                return False
+            parent = self.store.get(ino).parent
+            if parent is None or parent == ino:
+                return False
+            ino = parent
+
+    def rename(self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes, flags: int = 0) -> None:
+        self._writable()
+        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == RENAME_NOREPLACE | RENAME_EXCHANGE:
+            raise Invalid("unsupported rename flags")
+        _check_name(new_name)
+        replaced: InodeRow | None = None
+        with self.store.transaction():
+            self._dir(old_parent)
+            self._dir(new_parent)
+            src = self._entry(old_parent, old_name)
+            dst_ino = self.store.lookup(new_parent, new_name)
+            dst = self.store.get(dst_ino) if dst_ino is not None else None
+            now = time.time_ns()
+            if flags & RENAME_EXCHANGE:
+                if dst is None:
+                    raise NotFound()
+                self._exchange(old_parent, old_name, src, new_parent, new_name, dst, now)
+                return
+            if dst is not None and flags & RENAME_NOREPLACE:
+                raise Exists()
+            if dst is not None and dst.id == src.id:
+                return  # both names are links to one inode: POSIX says do nothing
+            if stat.S_ISDIR(src.mode) and self._is_ancestor(src.id, new_parent):
+                raise Invalid("cannot move a directory into itself")
+            if dst is not None:
+                self._check_replace(src, dst)
+                self.store.remove_entry(new_parent, new_name)
+                self._drop_link(dst, now)
+                replaced = dst
+            self.store.remove_entry(old_parent, old_name)
+            self.store.add_entry(new_parent, new_name, src.id)
+            self._move_dir(src, old_parent, new_parent, now)
+            self._touch_dir(old_parent, now)
+            self._touch_dir(new_parent, now)
+        if replaced is not None:
+            self.inodes.release_if_unused(replaced.id)
+
+    def _check_replace(self, src: InodeRow, dst: InodeRow) -> None:
+        if stat.S_ISDIR(dst.mode):
+            if not stat.S_ISDIR(src.mode):
+                raise IsADir()
+            if self.store.has_entries(dst.id):
+                raise NotEmpty()
+        elif stat.S_ISDIR(src.mode):
+            raise NotADir()
+
+    def _move_dir(self, row: InodeRow, old_parent: int, new_parent: int, now: int) -> None:
+        fields: dict[str, int] = {"ctime_ns": now}
+        if stat.S_ISDIR(row.mode) and old_parent != new_parent:
+            fields["parent"] = new_parent
+            self.store.adjust(old_parent, "nlink", -1)
+            self.store.adjust(new_parent, "nlink", 1)
+        self.store.update(row.id, **fields)
+
+    def _exchange(self, p1: int, n1: bytes, a: InodeRow, p2: int, n2: bytes, b: InodeRow, now: int) -> None:
+        if a.id == b.id:
+            return
+        for x, target_parent in ((a, p2), (b, p1)):
+            if stat.S_ISDIR(x.mode) and self._is_ancestor(x.id, target_parent):
+                raise Invalid("cannot move a directory into itself")
+        self.store.set_entry(p1, n1, b.id)
+        self.store.set_entry(p2, n2, a.id)
+        self._move_dir(a, p1, p2, now)
+        self._move_dir(b, p2, p1, now)
+        self._touch_dir(p1, now)
+        self._touch_dir(p2, now)
+
+    # -- files ----------------------------------------------------------------------------------------------
+    def open(self, ino: int, flags: int) -> int:
+        row = self.store.get(ino)
+        if stat.S_ISDIR(row.mode):
+            raise IsADir()
+        if flags & os.O_ACCMODE != os.O_RDONLY:
+            self._writable()
+        if flags & os.O_TRUNC and row.size:
+            self.setattr(ino, size=0)
+        return self.inodes.open(ino, flags)
+
+    def _handle_ino(self, fh: int) -> int:
+        h = self.inodes.handle(fh)
+        if h is None:
+            raise FsError("bad file handle", err=errno.EBADF)
+        return h.ino
+
+    def read(self, fh: int, offset: int, size: int) -> bytes:
+        return self.store.read(self.store.get(self._handle_ino(fh)), offset, size)
+
+    def write(self, fh: int, offset: int, data: bytes) -> int:
+        self._writable()
+        if not data:
+            return 0
+        with self.store.transaction():
+            row = self.store.get(self._handle_ino(fh))
+            new_size, added = self.store.write(row, offset, data)
+            now = time.time_ns()
+            self.store.update(row.id, size=new_size, nblocks=row.nblocks + added, mtime_ns=now, ctime_ns=now)
+        return len(data)
+
+    def flush(self, fh: int) -> None:
+        self._handle_ino(fh)
+
+    def fsync(self, fh: int, datasync: bool) -> None:
+        if not self.readonly:
+            self.store.sync()
+
+    def release(self, fh: int) -> None:
+        self.inodes.close(fh)
+
+    # -- directories ----------------------------------------------------------------------------------------
+    def opendir(self, ino: int) -> int:
+        self._dir(ino)
+        return ino
+
+    def readdir(self, ino: int, start: int) -> Iterator[tuple[bytes, Attr, int]]:
+        """(name, attributes, offset of the next entry) from offset `start`: `.` is 1, `..` is 2, an entry is
+        2 + its id, so offsets stay valid while the directory changes."""
+        row = self._dir(ino)
+        if start < 1:
+            yield b".", self.attr(row), 1
+        if start < 2:
+            yield b"..", self.attr(self.store.get(row.parent or ROOT)), 2
+        for entry_id, name, child in self.store.entries(ino, max(0, start - 2)):
+            child_row = self.store.db.inode_get(child)
+            if child_row is None:
+                log.error("integrity: directory %d entry %d points to missing inode %d", ino, entry_id, child)
+                continue
+            yield name, self.attr(child_row), entry_id + 2
+
+    def fsyncdir(self, ino: int, datasync: bool) -> None:
+        self.fsync(0, datasync)
+
+    # -- xattrs ---------------------------------------------------------------------------------------------
+    def getxattr(self, ino: int, name: bytes) -> bytes:
+        if not name.startswith(b"user."):
+            raise NoData()
+        value = self.store.xattr_get(self.store.get(ino), name)
+        if value is None:
+            raise NoData()
+        return value
+
+    def setxattr(self, ino: int, name: bytes, value: bytes) -> None:
+        self._writable()
+        if not name.startswith(b"user."):
+            raise NotSupported("only user.* extended attributes are supported")
+        if len(name) > XATTR_NAME_MAX:
+            raise FsError("xattr name too long", err=errno.ERANGE)
+        if len(value) > XATTR_SIZE_MAX:
+            raise FsError("xattr value too large", err=errno.E2BIG)
+        with self.store.transaction():
+            row = self.store.get(ino)
+            self.store.xattr_set(row, name, value)
+            self.store.update(ino, ctime_ns=time.time_ns())
+
+    def listxattr(self, ino: int) -> list[bytes]:
+        return self.store.xattr_names(self.store.get(ino))
+
+    def removexattr(self, ino: int, name: bytes) -> None:
+        self._writable()
+        with self.store.transaction():
+            if not self.store.xattr_remove(self.store.get(ino), name):
+                raise NoData()
+            self.store.update(ino, ctime_ns=time.time_ns())
+
+    # -- whole filesystem -----------------------------------------------------------------------------------
+    def statfs(self) -> FsStats:
+        st = self.store.statvfs()
+        bs = self.store.block_size
+        scale = st.f_frsize / bs  # report the space left on the store's filesystem, in our block size
+        return FsStats(bsize=bs, blocks=int(st.f_blocks * scale), bfree=int(st.f_bfree * scale),
+                       bavail=int(st.f_bavail * scale), files=st.f_files, ffree=st.f_ffree)
+
+    def purge_orphans(self) -> int:
+        """At mount, before the kernel holds any reference: purge inodes a crash left unlinked-but-open."""
+        orphans = self.store.orphans()
+        for ino in orphans:
+            self._purge(ino)
+        return len(orphans)

@@ -1,0 +1,54 @@
+"""The kernel's mount table (/proc/self/mountinfo) and mountpoint checks."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MountEntry:
+    mountpoint: str
+    fstype: str
+    source: str
+    options: str
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo octal
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 4 <= len(field) and field[i + 1:i + 4].isdigit():
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def mounts() -> list[MountEntry]:
+    entries = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            lf, rf = left.split(), right.split()
+            if len(lf) < 5 or len(rf) < 2:
+                continue
+            entries.append(MountEntry(_unescape(lf[4]), rf[0], _unescape(rf[1]), lf[5] if len(lf) > 5 else ""))
+    return entries
+
+
+def find_by_mountpoint(path: str) -> MountEntry | None:
+    real = os.path.realpath(path)
+    found = [m for m in mounts() if m.mountpoint == real]
+    return found[-1] if found else None
+
+
+def find_by_source(source: str, fstype: str) -> list[MountEntry]:
+    real = os.path.realpath(source)
+    return [m for m in mounts() if m.source == real and m.fstype == fstype]
+
+
+def is_mountpoint(path: str) -> bool:
+    return find_by_mountpoint(path) is not None

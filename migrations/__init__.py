@@ -1,0 +1,1 @@
+"""Importers into a store (IronClaw PostgreSQL).  Reserved for the `clawfs migrate` issue."""

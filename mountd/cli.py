@@ -1,0 +1,312 @@
+"""The `clawfs` command line.  Quiet by default, logs to stderr, `--json` where output is data.
+
+Exit codes: 0 success, 1 an error the message explains, 2 bad usage, 4 fsck found problems, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from clawfs import fsck as fsck_mod
+from clawfs import keys
+from clawfs.errors import UserError
+from clawfs.store import DEFAULT_BLOCK_SIZE, Store, read_info
+
+from . import credentials, daemon, logs, options
+
+key_options = [
+    click.option("--passphrase-file", type=click.Path(dir_okay=False), help="File holding the passphrase."),
+    click.option("--keyfile", type=click.Path(dir_okay=False), help="Key file (any bytes, at least 16)."),
+    click.option("--recovery-key-file", type=click.Path(dir_okay=False), help="File holding the recovery key."),
+]
+
+
+def with_key_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for opt in reversed(key_options):
+        fn = opt(fn)
+    return fn
+
+
+def parse_size(text: str) -> int:
+    units = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = t[-1] if t and t[-1] in units else ""
+    try:
+        return int(t[: len(t) - len(unit)]) * units[unit]
+    except ValueError:
+        raise UserError(f"cannot read size {text!r}: use a number with an optional K, M or G suffix") from None
+
+
+def _open(store: str, passphrase_file: str | None, keyfile: str | None, recovery_key_file: str | None,
+          *, lock: bool = True) -> Store:
+    creds = credentials.gather(passphrase_file, keyfile, recovery_key_file)
+    return Store.open(store, creds, lock=lock)
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="clawfs")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages to stderr.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """ClawFS: an AI agent's home as one encrypted, searchable filesystem."""
+    ctx.obj = {"verbose": verbose}
+    logs.to_stderr(verbose)
+
+
+# -- mkfs -------------------------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("store", type=click.Path(dir_okay=False))
+@click.option("--passphrase-file", type=click.Path(dir_okay=False), help="Add a passphrase slot from this file.")
+@click.option("--keyfile", type=click.Path(dir_okay=False),
+              help="Add a keyfile slot; the file is created with 32 random bytes if it does not exist.")
+@click.option("--recovery-key-file", type=click.Path(dir_okay=False),
+              help="Add a recovery slot and write its key to this new file.")
+@click.option("--block-size", default=str(DEFAULT_BLOCK_SIZE), show_default=True,
+              help="Plaintext bytes per encrypted block (4K..1M, a power of two).")
+@click.option("--kdf", type=click.Choice(["argon2id", "scrypt"]), default="argon2id", show_default=True,
+              help="Passphrase key derivation.")
+@click.option("--force", is_flag=True, help="Overwrite an existing store (its contents are lost).")
+@click.option("--json", "as_json", is_flag=True, help="Print the new store's info as JSON.")
+def mkfs(store: str, passphrase_file: str | None, keyfile: str | None, recovery_key_file: str | None,
+         block_size: str, kdf: str, force: bool, as_json: bool) -> int:
+    """Create a store: one SQLite file holding only ciphertext.
+
+    With no key option, asks for a passphrase twice (on a terminal only)."""
+    slots: list[tuple[str, bytes]] = []
+    if passphrase_file:
+        slots.append(("passphrase", credentials.read_passphrase_file(passphrase_file)))
+    if keyfile:
+        if not os.path.exists(keyfile):
+            fd = os.open(keyfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(os.urandom(32))
+            click.echo(f"clawfs: created keyfile {keyfile}; keep a copy somewhere safe", err=True)
+        slots.append(("keyfile", credentials.read_keyfile(keyfile)))
+    recovery_text = None
+    if recovery_key_file:
+        if os.path.exists(recovery_key_file) and not force:
+            raise UserError(f"{recovery_key_file} exists; refusing to overwrite a recovery key (pass --force)")
+        secret, recovery_text = keys.new_recovery_key()
+        slots.append(("recovery", secret))
+    if not slots:
+        slots.append(("passphrase", credentials.prompt_passphrase(confirm=True)))
+    Store.create(store, slots, block_size=parse_size(block_size), force=force, kdf=kdf)
+    if recovery_key_file and recovery_text:
+        fd = os.open(recovery_key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(recovery_text + "\n")
+        click.echo(f"clawfs: recovery key written to {recovery_key_file}; store it offline", err=True)
+    if as_json:
+        _emit_json(read_info(store).__dict__)
+    return 0
+
+
+# -- mount / umount ---------------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("store", type=click.Path(dir_okay=False))
+@click.argument("mountpoint", type=click.Path(file_okay=False))
+@click.option("-o", "opts", multiple=True, metavar="OPTS",
+              help="Comma-separated: passphrase_file=F, keyfile=F, recovery_key_file=F, ro, allow_other, "
+                   "default_permissions, log_file=F, debug, and the usual FUSE/kernel flags (nosuid, nodev, ...).")
+@click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground; log to stderr.")
+@click.pass_context
+def mount(ctx: click.Context, store: str, mountpoint: str, opts: tuple[str, ...], foreground: bool) -> int:
+    """Mount STORE on MOUNTPOINT; returns once the mount is live."""
+    mo = options.parse(list(opts))
+    if not os.path.exists(store):
+        raise UserError(f"{store}: no such store (create one with `clawfs mkfs {store}`)")
+    daemon.check_mountpoint(mountpoint)
+    creds = credentials.gather(mo.passphrase_file, mo.keyfile, mo.recovery_key_file)
+    return daemon.mount(store, mountpoint, mo, creds, foreground=foreground, verbose=ctx.obj["verbose"])
+
+
+@cli.command()
+@click.argument("mountpoint", type=click.Path(file_okay=False))
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the daemon to exit.")
+def umount(mountpoint: str, timeout: float) -> int:
+    """Unmount and wait until the daemon has flushed the store and exited."""
+    daemon.umount(mountpoint, timeout=timeout)
+    return 0
+
+
+# -- fsck / info ------------------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("store", type=click.Path(dir_okay=False))
+@with_key_options
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def fsck(store: str, passphrase_file: str | None, keyfile: str | None, recovery_key_file: str | None,
+         as_json: bool) -> int:
+    """Verify every block, name and link of STORE.  Exit 0 when clean, 4 when problems were found."""
+    st = _open(store, passphrase_file, keyfile, recovery_key_file)
+    try:
+        report = _run_fsck(st, show_progress=not as_json and sys.stderr.isatty())
+    finally:
+        st.close()
+    if as_json:
+        _emit_json(report.to_dict())
+    else:
+        for p in report.problems:
+            click.echo(f"{store}: {p.kind}: {p.message}")
+        for note in report.notes:
+            click.echo(f"{store}: note: {note}", err=True)
+        if report.clean:
+            c = report.counts
+            click.echo(f"{store}: clean, {c['inodes']} inodes, {c['entries']} entries, {c['blocks']} blocks",
+                       err=True)
+    return 0 if report.clean else 4
+
+
+def _run_fsck(st: Store, *, show_progress: bool) -> fsck_mod.Report:
+    if not show_progress:
+        return fsck_mod.check(st)
+    from rich.progress import Progress
+
+    total = st.db.counts()["blocks"]
+    with Progress(transient=True) as bar:
+        task = bar.add_task("verifying blocks", total=total)
+        return fsck_mod.check(st, progress=lambda n: bar.advance(task, n))
+
+
+@cli.command()
+@click.argument("store", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def info(store: str, as_json: bool) -> int:
+    """What STORE tells without a key: format, block size, key slots, counts."""
+    i = read_info(store)
+    if as_json:
+        _emit_json(i.__dict__)
+        return 0
+    created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(i.created_ns / 1e9))
+    lines = [
+        f"store:          {i.path}", f"store id:       {i.store_id}", f"format version: {i.format_version}",
+        f"block size:     {i.block_size}", f"created:        {created}",
+        f"state:          {'mounted or not cleanly unmounted' if i.mounted_flag else 'clean'}"
+        + (f" ({i.unclean_shutdowns} unclean shutdowns so far)" if i.unclean_shutdowns else ""),
+        f"inodes:         {i.counts['inodes']}", f"entries:        {i.counts['entries']}",
+        f"blocks:         {i.counts['blocks']} ({i.counts['stored_bytes']} bytes of ciphertext)",
+        "key slots:",
+    ] + [f"  {s['id']}: {s['kind']} ({s['kdf']})" for s in i.slots]
+    click.echo("\n".join(lines))
+    return 0
+
+
+# -- key slots --------------------------------------------------------------------------------------------------
+@cli.group()
+def key() -> None:
+    """List, add and remove key slots (no data is re-encrypted)."""
+
+
+@key.command("list")
+@click.argument("store", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def key_list(store: str, as_json: bool) -> int:
+    """List the key slots of STORE (needs no key)."""
+    slots = read_info(store).slots
+    if as_json:
+        _emit_json(slots)
+    else:
+        for s in slots:
+            created = time.strftime("%Y-%m-%d %H:%M", time.localtime(s["created_ns"] / 1e9))
+            click.echo(f"{s['id']}\t{s['kind']}\t{s['kdf']}\t{created}")
+    return 0
+
+
+@key.command("add")
+@click.argument("store", type=click.Path(dir_okay=False))
+@click.argument("kind", type=click.Choice(keys.KINDS))
+@with_key_options
+@click.option("--new-passphrase-file", type=click.Path(dir_okay=False), help="The new slot's passphrase.")
+@click.option("--new-keyfile", type=click.Path(dir_okay=False), help="The new slot's keyfile.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Where to write a new recovery key (else stdout).")
+@click.option("--kdf", type=click.Choice(["argon2id", "scrypt"]), default="argon2id", show_default=True)
+def key_add(store: str, kind: str, passphrase_file: str | None, keyfile: str | None,
+            recovery_key_file: str | None, new_passphrase_file: str | None, new_keyfile: str | None,
+            out: str | None, kdf: str) -> int:
+    """Add a KIND slot to STORE, unlocking it with an existing key."""
+    recovery_text = None
+    if kind == "passphrase":
+        secret = (credentials.read_passphrase_file(new_passphrase_file) if new_passphrase_file
+                  else credentials.prompt_passphrase(confirm=True))
+    elif kind == "keyfile":
+        if not new_keyfile:
+            raise UserError("adding a keyfile slot needs --new-keyfile FILE")
+        secret = credentials.read_keyfile(new_keyfile)
+    else:
+        if out and os.path.exists(out):
+            raise UserError(f"{out} exists; refusing to overwrite a recovery key")
+        secret, recovery_text = keys.new_recovery_key()
+    st = _open(store, passphrase_file, keyfile, recovery_key_file, lock=False)
+    try:
+        params, wrapped = keys.make_slot(kind, secret, st.env.master_key, st.env.store_id, kdf)
+        with st.transaction():
+            slot_id = st.db.slot_add(kind, params, wrapped)
+        st.sync()
+    finally:
+        st.close()
+    if recovery_text:
+        if out:
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(recovery_text + "\n")
+        else:
+            click.echo(recovery_text)
+    click.echo(f"clawfs: added {kind} slot {slot_id}", err=True)
+    return 0
+
+
+@key.command("remove")
+@click.argument("store", type=click.Path(dir_okay=False))
+@click.argument("slot_id", type=int)
+@with_key_options
+def key_remove(store: str, slot_id: int, passphrase_file: str | None, keyfile: str | None,
+               recovery_key_file: str | None) -> int:
+    """Remove slot SLOT_ID (see `clawfs key list`), unlocking STORE with a key first."""
+    st = _open(store, passphrase_file, keyfile, recovery_key_file, lock=False)
+    try:
+        slots = st.db.slots()
+        if slot_id not in {s.id for s in slots}:
+            raise UserError(f"{store} has no key slot {slot_id} (see `clawfs key list {store}`)")
+        if len(slots) == 1:
+            raise UserError("refusing to remove the last key slot: the store could never be opened again")
+        with st.transaction():
+            st.db.slot_remove(slot_id)
+        st.sync()
+    finally:
+        st.close()
+    click.echo(f"clawfs: removed key slot {slot_id}", err=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        rv = cli.main(args=argv, prog_name="clawfs", standalone_mode=False)
+    except UserError as e:
+        click.echo(f"clawfs: {e}", err=True)
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("clawfs: interrupted", err=True)
+        sys.exit(130)
+    except OSError as e:
+        logging.getLogger("clawfs").debug("OS error", exc_info=True)
+        click.echo(f"clawfs: {e}", err=True)
+        sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

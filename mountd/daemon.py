@@ -1,0 +1,167 @@
+"""Mounting and unmounting a store: checks, unlock, daemonize, serve, clean shutdown.
+
+`clawfs mount` returns only once the mount is live (or with the reason it is not): the parent forks, the child
+opens the store, mounts, and reports through a pipe before it starts serving.  Key prompts happen in the parent,
+before the fork, while the terminal is still ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Callable
+
+from clawfs import fuse_ops
+from clawfs.errors import UserError
+from clawfs.keys import Credentials
+from clawfs.store import Store, StoreBusy, StoreLock
+from clawfs.vfs import VFS
+from kernel import mounts
+from kernel.process import forbid_core_dumps
+
+from . import logs
+from .options import MountOptions
+
+log = logging.getLogger("clawfs.mountd")
+FSTYPE = "fuse.clawfs"
+
+
+def check_mountpoint(path: str) -> str:
+    if not os.path.lexists(path):
+        raise UserError(f"mountpoint {path} does not exist; create it with `mkdir -p {path}`")
+    if not os.path.isdir(path):
+        raise UserError(f"mountpoint {path} is not a directory")
+    if mounts.is_mountpoint(path):
+        raise UserError(f"{path} is already a mount point; unmount it first or choose another directory")
+    if os.listdir(path):
+        raise UserError(f"mountpoint {path} is not empty; mount on an empty directory")
+    return os.path.realpath(path)
+
+
+def _fsname(store: str) -> str:
+    return store.replace("\\", "\\\\").replace(",", "\\,")
+
+
+def serve(store_path: str, mountpoint: str, opts: MountOptions, creds: Credentials,
+          ready: Callable[[str | None], None]) -> None:
+    """Open, mount and serve until unmounted.  `ready(None)` once live, `ready(message)` if it failed first."""
+    started = False
+    try:
+        store = Store.open(store_path, creds, readonly=opts.readonly)
+    except UserError as e:
+        ready(str(e))
+        return
+    try:
+        forbid_core_dumps()
+        vfs = VFS(store, readonly=opts.readonly)
+        if not opts.readonly:
+            purged = vfs.purge_orphans()
+            store.mark_mounted()
+            if store.was_unclean:
+                log.warning("%s was not cleanly unmounted last time (%d orphaned inodes purged); "
+                            "run `clawfs fsck %s` to check it", store_path, purged, store_path)
+        ops = fuse_ops.ClawOperations(vfs)
+        try:
+            fuse_ops.mount(ops, mountpoint, fuse_ops.fuse_options(_fsname(store_path), opts.fuse))
+        except RuntimeError as e:
+            ready(f"cannot mount {store_path} on {mountpoint}: {e} (is /dev/fuse available?)")
+            return
+
+        def on_started() -> None:
+            nonlocal started
+            started = True
+            log.info("mounted %s on %s", store_path, mountpoint)
+            ready(None)
+
+        fuse_ops.serve(on_started)
+    except UserError as e:
+        if not started:
+            ready(str(e))
+        raise
+    finally:
+        if not opts.readonly:
+            with contextlib.suppress(Exception):
+                store.mark_unmounted()
+        store.close()
+        log.info("unmounted %s", store_path)
+
+
+def mount(store_path: str, mountpoint: str, opts: MountOptions, creds: Credentials, *,
+          foreground: bool, verbose: bool = False) -> int:
+    store_path = os.path.realpath(store_path)
+    mountpoint = check_mountpoint(mountpoint)
+    # Refuse early, in the parent, when another process holds the store.
+    if os.path.isfile(store_path):
+        StoreLock(store_path).release()
+
+    if foreground:
+        logs.to_stderr(verbose or opts.debug)
+        errors: list[str] = []
+        serve(store_path, mountpoint, opts, creds, lambda msg: errors.append(msg) if msg else None)
+        if errors:
+            raise UserError(errors[0])
+        return 0
+
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(wfd)
+        with os.fdopen(rfd, "rb") as r:
+            answer = r.read().decode(errors="replace")
+        if answer.startswith("ok"):
+            return 0
+        os.waitpid(pid, 0)
+        raise UserError(answer.removeprefix("err:").strip() or "the mount daemon died before the mount was live")
+    # child: the daemon
+    os.close(rfd)
+    os.setsid()
+    where = logs.for_daemon(opts.log_file, verbose or opts.debug)
+    code = 0
+
+    def ready(message: str | None) -> None:
+        os.write(wfd, b"ok\n" if message is None else b"err:" + message.encode())
+        os.close(wfd)
+        _detach_stdio()
+
+    try:
+        serve(store_path, mountpoint, opts, creds, ready)
+    except BaseException:
+        log.exception("mount daemon failed (logs: %s)", where)
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _detach_stdio() -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def umount(mountpoint: str, *, timeout: float = 60.0) -> None:
+    """Unmount and wait until the daemon has flushed the store and let go of it."""
+    entry = mounts.find_by_mountpoint(mountpoint)
+    if entry is None:
+        raise UserError(f"{mountpoint} is not mounted")
+    if entry.fstype != FSTYPE:
+        raise UserError(f"{mountpoint} is a {entry.fstype} mount, not ClawFS")
+    tool = ["fusermount3", "-u", entry.mountpoint] if os.geteuid() else ["umount", entry.mountpoint]
+    proc = subprocess.run(tool, capture_output=True, text=True)
+    if proc.returncode:
+        msg = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"
+        raise UserError(f"cannot unmount {mountpoint}: {msg} (is a process still using it? see `fuser -m`)")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            StoreLock(entry.source).release()
+            return
+        except StoreBusy:
+            if time.monotonic() > deadline:
+                raise UserError(f"unmounted, but the daemon still holds {entry.source} after {timeout:.0f} s")
+            time.sleep(0.05)
+        except FileNotFoundError:
+            return

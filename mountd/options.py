@@ -1,0 +1,80 @@
+"""Mount options: the `-o a,b=c` string of `clawfs mount`, mount(8) and fstab, split into what ClawFS uses,
+what goes on to the kernel through libfuse, and what mount(8) and systemd keep for themselves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from clawfs.errors import UserError
+
+# Options libfuse passes on to the kernel mount (fuse_mount_opts); anything else would make fuse_session_new fail.
+KERNEL_FLAGS = {
+    "ro", "rw", "suid", "nosuid", "dev", "nodev", "exec", "noexec", "async", "sync", "dirsync", "atime",
+    "noatime", "diratime", "nodiratime", "relatime", "norelatime", "strictatime", "nostrictatime", "lazytime",
+    "nolazytime", "allow_other", "auto_unmount", "default_permissions",
+}
+# Understood by mount(8), fstab or systemd, meaningless to the filesystem.
+IGNORED = {"defaults", "auto", "noauto", "nofail", "_netdev", "user", "users", "nouser", "owner", "group",
+           "silent", "loud", "bg", "fg"}
+IGNORED_PREFIXES = ("x-", "comment=", "_")
+
+
+@dataclass
+class MountOptions:
+    passphrase_file: str | None = None
+    keyfile: str | None = None
+    recovery_key_file: str | None = None
+    readonly: bool = False
+    log_file: str | None = None
+    debug: bool = False
+    fuse: list[str] = field(default_factory=list)
+
+    def to_string(self) -> str:
+        out = [f"{k}={v}" for k, v in (("passphrase_file", self.passphrase_file), ("keyfile", self.keyfile),
+                                      ("recovery_key_file", self.recovery_key_file), ("log_file", self.log_file))
+               if v]
+        out += ["debug"] if self.debug else []
+        return ",".join(out + self.fuse)
+
+
+def _split(text: str) -> list[str]:
+    """Split on commas not escaped with a backslash."""
+    parts, cur, esc = [], [], False
+    for ch in text:
+        if esc:
+            cur.append(ch)
+            esc = False
+        elif ch == "\\":
+            esc = True
+        elif ch == ",":
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return [p for p in (s.strip() for s in parts) if p]
+
+
+def parse(option_strings: list[str]) -> MountOptions:
+    opts = MountOptions()
+    for text in option_strings:
+        for item in _split(text):
+            key, eq, value = item.partition("=")
+            if key in ("passphrase_file", "keyfile", "recovery_key_file", "log_file"):
+                if not eq or not value:
+                    raise UserError(f"mount option {key} needs a value: -o {key}=PATH")
+                setattr(opts, key, value)
+            elif item in ("ro", "rw"):
+                opts.readonly = item == "ro"
+            elif item == "debug":
+                opts.debug = True
+            elif item in KERNEL_FLAGS:
+                if item not in opts.fuse:
+                    opts.fuse.append(item)
+            elif item in IGNORED or item.startswith(IGNORED_PREFIXES):
+                continue
+            else:
+                raise UserError(f"unknown mount option {item!r} (see `clawfs mount --help`)")
+    if opts.readonly:
+        opts.fuse = [o for o in opts.fuse if o != "rw"] + ["ro"]
+    return opts

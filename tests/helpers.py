@@ -1,0 +1,79 @@
+"""Shared test helpers: run the real `clawfs` command, mount and unmount stores, fsck as the oracle."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+CLAWFS = str(Path(sys.executable).parent / "clawfs")
+PASSPHRASE = b"correct horse battery staple"
+
+
+def run(*args: str, check: bool = True, input: bytes | None = None,
+        env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run `clawfs ARGS`; with check=True a non-zero exit fails the test with its stderr."""
+    proc = subprocess.run([CLAWFS, *args], capture_output=True, input=input.decode() if input else None,
+                          text=True, env=env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"clawfs {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+    return proc
+
+
+@dataclass
+class StoreFixture:
+    path: Path
+    passfile: Path
+    tmp: Path
+
+    def key_args(self) -> list[str]:
+        return ["--passphrase-file", str(self.passfile)]
+
+    def fsck(self) -> dict[str, object]:
+        proc = run("fsck", str(self.path), *self.key_args(), "--json", check=False)
+        assert proc.returncode in (0, 4), proc.stderr
+        report: dict[str, object] = json.loads(proc.stdout)
+        return report
+
+    def assert_clean(self) -> None:
+        report = self.fsck()
+        assert report["clean"], f"fsck found problems: {report['problems']}"
+
+    def mount(self, mnt: Path, *opts: str) -> None:
+        mnt.mkdir(exist_ok=True)
+        all_opts = ",".join([f"passphrase_file={self.passfile}", f"log_file={self.tmp / 'mount.log'}", *opts])
+        run("mount", str(self.path), str(mnt), "-o", all_opts)
+
+    def umount(self, mnt: Path) -> None:
+        run("umount", str(mnt))
+
+    def log_text(self) -> str:
+        p = self.tmp / "mount.log"
+        return p.read_text() if p.exists() else ""
+
+
+def make_store(tmp: Path, name: str = "agent.claw", *extra: str) -> StoreFixture:
+    passfile = tmp / "passphrase"
+    passfile.write_bytes(PASSPHRASE + b"\n")
+    store = tmp / name
+    run("mkfs", str(store), "--passphrase-file", str(passfile), *extra)
+    return StoreFixture(store, passfile, tmp)
+
+
+def is_mounted(path: Path) -> bool:
+    real = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == real for line in f)
+
+
+def store_bytes(store: Path) -> bytes:
+    """Everything a store leaves on disk: the database, its WAL and its shared-memory index."""
+    out = b""
+    for suffix in ("", "-wal", "-shm"):
+        p = Path(str(store) + suffix)
+        if p.exists():
+            out += p.read_bytes()
+    return out
