@@ -19,8 +19,9 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	@$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-	@$(PY) -m pip install -q -e '.[dev,bench]' 2>&1 | grep -v '^WARNING: Location' || true
+	@echo "installing Python packages into $(VENV) (log: $(VENV)/pip.log)" >&2
+	@$(PY) -m pip install --upgrade pip > $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
+	@$(PY) -m pip install -e '.[dev,bench]' >> $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
 	@$(PY) -c 'import pyfuse3, apsw, trio, cryptography'
 	@touch $@
 
