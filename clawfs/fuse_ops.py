@@ -10,8 +10,8 @@ from __future__ import annotations
 import errno
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 import trio
@@ -20,15 +20,17 @@ from .errors import FsError
 from .vfs import VFS, Attr, Ctx
 
 log = logging.getLogger("clawfs.fuse")
+RC = pyfuse3.RequestContext
 T = TypeVar("T")
+P = ParamSpec("P")
 
 ENTRY_TIMEOUT = 300.0  # we are the only writer, so the kernel may cache names and attributes for long
 ATTR_TIMEOUT = 300.0
 
 
-def _errors_to_errno(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+def _errors_to_errno(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     @functools.wraps(fn)
-    async def wrapper(*args: Any, **kwargs: Any) -> T:
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await fn(*args, **kwargs)
         except pyfuse3.FUSEError:
@@ -54,11 +56,11 @@ def _entry(a: Attr) -> pyfuse3.EntryAttributes:
     return e
 
 
-def _ctx(c: pyfuse3.RequestContext) -> Ctx:
+def _ctx(c: RC) -> Ctx:
     return Ctx(c.uid, c.gid, c.pid, c.umask)
 
 
-class ClawOperations(pyfuse3.Operations):  # type: ignore[misc]
+class ClawOperations(pyfuse3.Operations):
     enable_writeback_cache = True
     supports_dot_lookup = True
 
@@ -67,8 +69,8 @@ class ClawOperations(pyfuse3.Operations):  # type: ignore[misc]
         self.vfs = vfs
 
     @_errors_to_errno
-    async def lookup(self, parent: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
-        return _entry(self.vfs.lookup(parent, name))
+    async def lookup(self, parent_inode: int, name: bytes, ctx: RC) -> pyfuse3.EntryAttributes:
+        return _entry(self.vfs.lookup(parent_inode, name))
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         try:
@@ -77,12 +79,12 @@ class ClawOperations(pyfuse3.Operations):  # type: ignore[misc]
             log.exception("forget failed")  # forget has no reply; never let it kill the loop
 
     @_errors_to_errno
-    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+    async def getattr(self, inode: int, ctx: RC) -> pyfuse3.EntryAttributes:
         return _entry(self.vfs.getattr(inode))
 
     @_errors_to_errno
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
-                      fh: int | None, ctx: Any) -> pyfuse3.EntryAttributes:
+                      fh: int | None, ctx: RC) -> pyfuse3.EntryAttributes:
         def pick(flag: bool, value: int) -> int | None:
             return value if flag else None
 
@@ -96,46 +98,49 @@ class ClawOperations(pyfuse3.Operations):  # type: ignore[misc]
         ))
 
     @_errors_to_errno
-    async def readlink(self, inode: int, ctx: Any) -> bytes:
+    async def readlink(self, inode: int, ctx: RC) -> bytes:
         return self.vfs.readlink(inode)
 
     @_errors_to_errno
-    async def mknod(self, parent: int, name: bytes, mode: int, rdev: int, ctx: Any) -> pyfuse3.EntryAttributes:
-        return _entry(self.vfs.mknod(parent, name, mode, rdev, _ctx(ctx)))
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: RC) -> pyfuse3.EntryAttributes:
+        return _entry(self.vfs.mknod(parent_inode, name, mode, rdev, _ctx(ctx)))
 
     @_errors_to_errno
-    async def mkdir(self, parent: int, name: bytes, mode: int, ctx: Any) -> pyfuse3.EntryAttributes:
-        return _entry(self.vfs.mkdir(parent, name, mode, _ctx(ctx)))
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: RC) -> pyfuse3.EntryAttributes:
+        return _entry(self.vfs.mkdir(parent_inode, name, mode, _ctx(ctx)))
 
     @_errors_to_errno
-    async def symlink(self, parent: int, name: bytes, target: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
-        return _entry(self.vfs.symlink(parent, name, target, _ctx(ctx)))
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: RC) -> pyfuse3.EntryAttributes:
+        return _entry(self.vfs.symlink(parent_inode, name, target, _ctx(ctx)))
 
     @_errors_to_errno
-    async def link(self, inode: int, new_parent: int, new_name: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
-        return _entry(self.vfs.link(inode, new_parent, new_name))
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+                   ctx: RC) -> pyfuse3.EntryAttributes:
+        return _entry(self.vfs.link(inode, new_parent_inode, new_name))
 
     @_errors_to_errno
-    async def unlink(self, parent: int, name: bytes, ctx: Any) -> None:
-        self.vfs.unlink(parent, name)
+    async def unlink(self, parent_inode: int, name: bytes, ctx: RC) -> None:
+        self.vfs.unlink(parent_inode, name)
 
     @_errors_to_errno
-    async def rmdir(self, parent: int, name: bytes, ctx: Any) -> None:
-        self.vfs.rmdir(parent, name)
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: RC) -> None:
+        self.vfs.rmdir(parent_inode, name)
 
     @_errors_to_errno
-    async def rename(self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes, flags: int,
-                     ctx: Any) -> None:
-        self.vfs.rename(old_parent, old_name, new_parent, new_name, flags)
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes,
+                     flags: int, ctx: RC) -> None:
+        self.vfs.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags)
 
     @_errors_to_errno
-    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+    async def open(self, inode: int, flags: int, ctx: RC) -> pyfuse3.FileInfo:
         return pyfuse3.FileInfo(fh=self.vfs.open(inode, flags), keep_cache=True)
 
     @_errors_to_errno
-    async def create(self, parent: int, name: bytes, mode: int, flags: int,
-                     ctx: Any) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        fh, attr = self.vfs.create(parent, name, mode, flags, _ctx(ctx))
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: RC) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        fh, attr = self.vfs.create(parent_inode, name, mode, flags, _ctx(ctx))
         return pyfuse3.FileInfo(fh=fh, keep_cache=True), _entry(attr)
 
     @_errors_to_errno
@@ -159,7 +164,7 @@ class ClawOperations(pyfuse3.Operations):  # type: ignore[misc]
         self.vfs.release(fh)
 
     @_errors_to_errno
-    async def opendir(self, inode: int, ctx: Any) -> int:
+    async def opendir(self, inode: int, ctx: RC) -> int:
         return self.vfs.opendir(inode)
 
     @_errors_to_errno
@@ -179,7 +184,7 @@ class ClawOperations(pyfuse3.Operations):  # type: ignore[misc]
         self.vfs.fsyncdir(fh, datasync)
 
     @_errors_to_errno
-    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+    async def statfs(self, ctx: RC) -> pyfuse3.StatvfsData:
         s = self.vfs.statfs()
         d = pyfuse3.StatvfsData()
         d.f_bsize = d.f_frsize = s.bsize
@@ -189,23 +194,23 @@ class ClawOperations(pyfuse3.Operations):  # type: ignore[misc]
         return d
 
     @_errors_to_errno
-    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+    async def getxattr(self, inode: int, name: bytes, ctx: RC) -> bytes:
         return self.vfs.getxattr(inode, name)
 
     @_errors_to_errno
-    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any) -> None:
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: RC) -> None:
         self.vfs.setxattr(inode, name, value)
 
     @_errors_to_errno
-    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+    async def listxattr(self, inode: int, ctx: RC) -> Sequence[bytes]:
         return self.vfs.listxattr(inode)
 
     @_errors_to_errno
-    async def removexattr(self, inode: int, name: bytes, ctx: Any) -> None:
+    async def removexattr(self, inode: int, name: bytes, ctx: RC) -> None:
         self.vfs.removexattr(inode, name)
 
     @_errors_to_errno
-    async def access(self, inode: int, mode: int, ctx: Any) -> bool:
+    async def access(self, inode: int, mode: int, ctx: RC) -> bool:
         return True  # with default_permissions the kernel checks modes itself
 
 

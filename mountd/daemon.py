@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 
 from clawfs import fuse_ops
-from clawfs.errors import UserError
+from clawfs.errors import StoreBusy, UserError
 from clawfs.keys import Credentials
-from clawfs.store import Store, StoreBusy, StoreLock
+from clawfs.store import Store, StoreLock
 from clawfs.vfs import VFS
 from kernel import mounts
 from kernel.process import forbid_core_dumps
@@ -161,7 +161,7 @@ def umount(mountpoint: str, *, timeout: float = 60.0) -> None:
             return
         except StoreBusy:
             if time.monotonic() > deadline:
-                raise UserError(f"unmounted, but the daemon still holds {entry.source} after {timeout:.0f} s")
+                raise UserError(f"unmounted, but the daemon still holds {entry.source} after {timeout:.0f} s") from None
             time.sleep(0.05)
         except FileNotFoundError:
             return

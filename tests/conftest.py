@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from helpers import StoreFixture, is_mounted, make_store
 
 HAVE_FUSE = os.path.exists("/dev/fuse")
