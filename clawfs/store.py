@@ -223,6 +223,10 @@ class Store:
             self.db.meta_set("last_mount_ns", _now())
         self.db.durable_commit()
 
+    def checkpoint_in_background(self) -> None:
+        """For a long-lived mount: WAL checkpoints run in a thread, off the request path."""
+        self.db.checkpoint_in_background()
+
     def mark_unmounted(self) -> None:
         with self.transaction():
             self.db.meta_set("mounted", 0)

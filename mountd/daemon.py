@@ -60,6 +60,7 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, creds: Credentia
         if not opts.readonly:
             purged = vfs.purge_orphans()
             store.mark_mounted()
+            store.checkpoint_in_background()
             if store.was_unclean:
                 log.warning("%s was not cleanly unmounted last time (%d orphaned inodes purged); "
                             "run `clawfs fsck %s` to check it", store_path, purged, store_path)

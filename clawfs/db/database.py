@@ -8,6 +8,8 @@ with `synchronous=FULL`, which fsyncs the WAL and with it every frame committed 
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,8 +20,13 @@ import apsw
 from ..errors import NotAStore
 from .schema import APPLICATION_ID, LATEST, MIGRATIONS
 
+log = logging.getLogger("clawfs.db")
+
 PAGE_SIZE = 16384
 """Larger pages cut the overflow chain of a 64 KiB block from 17 pages to 5; measured by bench/fs_throughput."""
+
+CHECKPOINT_PAGES = 4096
+"""WAL pages (64 MiB at 16 KiB pages) after which a checkpoint copies them into the database file."""
 
 INODE_COLUMNS = (
     "id, generation, mode, uid, gid, nlink, size, rdev, atime_ns, mtime_ns, ctime_ns, nblocks, parent, target"
@@ -79,12 +86,24 @@ class Database:
             raise NotAStore(f"{path}: cannot switch the store to WAL mode (journal_mode is {mode})")
         self._execute("PRAGMA synchronous = NORMAL")
         self._execute("PRAGMA cache_size = -65536")  # 64 MiB of page cache
-        self._execute("PRAGMA wal_autocheckpoint = 4096")
+        self._execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
+        self._checkpointer: _Checkpointer | None = None
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         with contextlib.suppress(apsw.Error):
             self._execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.conn.close()
+
+    def checkpoint_in_background(self) -> None:
+        """Move WAL checkpoints off the request path: a thread with its own connection copies committed pages
+        into the database file (and fsyncs it) while requests keep committing to the WAL.  apsw drops the GIL
+        inside SQLite, so on two cores the copy runs beside the request loop instead of stalling it."""
+        if self._checkpointer is None:
+            self._checkpointer = _Checkpointer(self.path)
+            self._execute("PRAGMA wal_autocheckpoint = 0")
+            self.conn.set_wal_hook(self._checkpointer.on_commit)
 
     # -- plumbing -------------------------------------------------------------------------------------------
     def _execute(self, sql: str, args: tuple[Any, ...] = ()) -> apsw.Cursor:
@@ -269,3 +288,38 @@ class Database:
             "blocks": int(self._scalar("SELECT count(*) FROM blocks")),
             "stored_bytes": int(self._scalar("SELECT coalesce(sum(length(data)), 0) FROM blocks")),
         }
+
+
+class _Checkpointer:
+    """A thread that runs PASSIVE checkpoints when the WAL has grown past CHECKPOINT_PAGES (or every second)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.wake = threading.Event()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name="clawfs-checkpoint", daemon=True)
+        self.thread.start()
+
+    def on_commit(self, conn: apsw.Connection, dbname: str, pages: int) -> int:
+        if pages >= CHECKPOINT_PAGES:
+            self.wake.set()
+        return int(apsw.SQLITE_OK)
+
+    def _run(self) -> None:
+        conn = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READWRITE)
+        conn.set_busy_timeout(1000)
+        try:
+            while not self.stopping:
+                self.wake.wait(1.0)
+                self.wake.clear()
+                with contextlib.suppress(apsw.BusyError, apsw.LockedError):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except apsw.Error:
+            log.exception("background checkpoint failed; the next mount replays the WAL")
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.wake.set()
+        self.thread.join()
