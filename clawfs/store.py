@@ -49,6 +49,9 @@ ROOT = 1
 DEFAULT_BLOCK_SIZE = 64 * 1024
 MIN_BLOCK_SIZE, MAX_BLOCK_SIZE = 4096, 1024 * 1024
 BLOCK_CACHE_ENTRIES = 128
+SPACE_RESERVE = 24 * 1024 * 1024
+"""Free space kept back on the store's filesystem: writes that would eat into it get ENOSPC, so that deletes,
+purges and the WAL checkpoint (which needs up to CHECKPOINT_PAGES of room) can always still run."""
 _HEADER = struct.Struct(">16sQ")
 
 
@@ -342,6 +345,10 @@ class Store:
         bs = self.block_size
         first, last = offset // bs, (end - 1) // bs
         stored = dict(self.db.blocks_range(row.id, first, last))
+        if len(stored) < last - first + 1 and row.nblocks == (row.size + bs - 1) // bs:
+            # The file has no holes, so a missing block was removed behind our back: never read it as zeros.
+            missing = next(i for i in range(first, last + 1) if i not in stored)
+            raise IntegrityError(f"inode {row.id} block {missing} is missing from a file without holes")
         parts = []
         for idx in range(first, last + 1):
             base = idx * bs
@@ -410,6 +417,13 @@ class Store:
     # -- whole-store figures --------------------------------------------------------------------------------
     def statvfs(self) -> os.statvfs_result:
         return os.statvfs(os.path.dirname(os.path.abspath(self.db.path)))
+
+    def ensure_space(self, nbytes: int) -> None:
+        """ENOSPC unless `nbytes` of new data fits without touching the reserve.  New data takes its space
+        twice until checkpointed (WAL, then database), hence the factor 2."""
+        st = self.statvfs()
+        if st.f_bavail * st.f_frsize - 2 * (nbytes + crypto.OVERHEAD) < SPACE_RESERVE:
+            raise NoSpace("the filesystem holding the store is full")
 
 
 def _envelope(db: Database, master: bytes) -> crypto.Envelope:

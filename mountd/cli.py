@@ -23,9 +23,9 @@ from clawfs.store import DEFAULT_BLOCK_SIZE, Store, read_info
 from . import credentials, daemon, logs, options
 
 key_options = [
-    click.option("--passphrase-file", type=click.Path(dir_okay=False), help="File holding the passphrase."),
-    click.option("--keyfile", type=click.Path(dir_okay=False), help="Key file (any bytes, at least 16)."),
-    click.option("--recovery-key-file", type=click.Path(dir_okay=False), help="File holding the recovery key."),
+    click.option("--passphrase-file", type=click.Path(), help="File holding the passphrase."),
+    click.option("--keyfile", type=click.Path(), help="Key file (any bytes, at least 16)."),
+    click.option("--recovery-key-file", type=click.Path(), help="File holding the recovery key."),
 ]
 
 
@@ -67,11 +67,11 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
 # -- mkfs -------------------------------------------------------------------------------------------------------
 @cli.command()
-@click.argument("store", type=click.Path(dir_okay=False))
-@click.option("--passphrase-file", type=click.Path(dir_okay=False), help="Add a passphrase slot from this file.")
-@click.option("--keyfile", type=click.Path(dir_okay=False),
+@click.argument("store", type=click.Path())
+@click.option("--passphrase-file", type=click.Path(), help="Add a passphrase slot from this file.")
+@click.option("--keyfile", type=click.Path(),
               help="Add a keyfile slot; the file is created with 32 random bytes if it does not exist.")
-@click.option("--recovery-key-file", type=click.Path(dir_okay=False),
+@click.option("--recovery-key-file", type=click.Path(),
               help="Add a recovery slot and write its key to this new file.")
 @click.option("--block-size", default=str(DEFAULT_BLOCK_SIZE), show_default=True,
               help="Plaintext bytes per encrypted block (4K..1M, a power of two).")
@@ -115,8 +115,8 @@ def mkfs(store: str, passphrase_file: str | None, keyfile: str | None, recovery_
 
 # -- mount / umount ---------------------------------------------------------------------------------------------
 @cli.command()
-@click.argument("store", type=click.Path(dir_okay=False))
-@click.argument("mountpoint", type=click.Path(file_okay=False))
+@click.argument("store", type=click.Path())
+@click.argument("mountpoint", type=click.Path())
 @click.option("-o", "opts", multiple=True, metavar="OPTS",
               help="Comma-separated: passphrase_file=F, keyfile=F, recovery_key_file=F, ro, allow_other, "
                    "default_permissions, log_file=F, debug, and the usual FUSE/kernel flags (nosuid, nodev, ...).")
@@ -133,7 +133,7 @@ def mount(ctx: click.Context, store: str, mountpoint: str, opts: tuple[str, ...]
 
 
 @cli.command()
-@click.argument("mountpoint", type=click.Path(file_okay=False))
+@click.argument("mountpoint", type=click.Path())
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the daemon to exit.")
 def umount(mountpoint: str, timeout: float) -> int:
     """Unmount and wait until the daemon has flushed the store and exited."""
@@ -143,7 +143,7 @@ def umount(mountpoint: str, timeout: float) -> int:
 
 # -- fsck / info ------------------------------------------------------------------------------------------------
 @cli.command()
-@click.argument("store", type=click.Path(dir_okay=False))
+@click.argument("store", type=click.Path())
 @with_key_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def fsck(store: str, passphrase_file: str | None, keyfile: str | None, recovery_key_file: str | None,
@@ -180,7 +180,7 @@ def _run_fsck(st: Store, *, show_progress: bool) -> fsck_mod.Report:
 
 
 @cli.command()
-@click.argument("store", type=click.Path(dir_okay=False))
+@click.argument("store", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def info(store: str, as_json: bool) -> int:
     """What STORE tells without a key: format, block size, key slots, counts."""
@@ -209,7 +209,7 @@ def key() -> None:
 
 
 @key.command("list")
-@click.argument("store", type=click.Path(dir_okay=False))
+@click.argument("store", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def key_list(store: str, as_json: bool) -> int:
     """List the key slots of STORE (needs no key)."""
@@ -224,12 +224,12 @@ def key_list(store: str, as_json: bool) -> int:
 
 
 @key.command("add")
-@click.argument("store", type=click.Path(dir_okay=False))
+@click.argument("store", type=click.Path())
 @click.argument("kind", type=click.Choice(keys.KINDS))
 @with_key_options
-@click.option("--new-passphrase-file", type=click.Path(dir_okay=False), help="The new slot's passphrase.")
-@click.option("--new-keyfile", type=click.Path(dir_okay=False), help="The new slot's keyfile.")
-@click.option("--out", type=click.Path(dir_okay=False), help="Where to write a new recovery key (else stdout).")
+@click.option("--new-passphrase-file", type=click.Path(), help="The new slot's passphrase.")
+@click.option("--new-keyfile", type=click.Path(), help="The new slot's keyfile.")
+@click.option("--out", type=click.Path(), help="Where to write a new recovery key (else stdout).")
 @click.option("--kdf", type=click.Choice(["argon2id", "scrypt"]), default="argon2id", show_default=True)
 def key_add(store: str, kind: str, passphrase_file: str | None, keyfile: str | None,
             recovery_key_file: str | None, new_passphrase_file: str | None, new_keyfile: str | None,
@@ -267,7 +267,7 @@ def key_add(store: str, kind: str, passphrase_file: str | None, keyfile: str | N
 
 
 @key.command("remove")
-@click.argument("store", type=click.Path(dir_okay=False))
+@click.argument("store", type=click.Path())
 @click.argument("slot_id", type=int)
 @with_key_options
 def key_remove(store: str, slot_id: int, passphrase_file: str | None, keyfile: str | None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -25,8 +26,9 @@ log = logging.getLogger("clawfs.db")
 PAGE_SIZE = 16384
 """Larger pages cut the overflow chain of a 64 KiB block from 17 pages to 5; measured by bench/fs_throughput."""
 
-CHECKPOINT_PAGES = 4096
-"""WAL pages (64 MiB at 16 KiB pages) after which a checkpoint copies them into the database file."""
+CHECKPOINT_PAGES = 1024
+"""WAL pages (16 MiB at 16 KiB pages) after which a checkpoint copies them into the database file.  Until it
+does, the data takes its space twice (WAL and database), which the free-space reserve must cover."""
 
 INODE_COLUMNS = (
     "id, generation, mode, uid, gid, nlink, size, rdev, atime_ns, mtime_ns, ctime_ns, nblocks, parent, target"
@@ -68,21 +70,24 @@ class Database:
         if create:
             flags |= apsw.SQLITE_OPEN_CREATE
         self.path = path
+        if not create and os.path.getsize(path) == 0:
+            raise NotAStore(f"{path} is an empty file, not a ClawFS store")
         try:
             self.conn = apsw.Connection(path, flags=flags)
             self.conn.set_busy_timeout(5000)
+            # Identify the file before changing anything in it: a foreign database must be left untouched.
+            app_id = self._scalar("PRAGMA application_id")
+            if not create and app_id != APPLICATION_ID:
+                self.conn.close()
+                raise NotAStore(f"{path} is an SQLite database but not a ClawFS store")
             if create:
                 self._execute(f"PRAGMA page_size = {PAGE_SIZE}")
-            mode = self._scalar("PRAGMA journal_mode = WAL") if not readonly else None
-            app_id = self._scalar("PRAGMA application_id")
+            mode = self._scalar("PRAGMA journal_mode = WAL") if not readonly else "wal"
         except (apsw.NotADBError, apsw.CorruptError):
             raise NotAStore(f"{path} is not a ClawFS store (not an SQLite database)") from None
         except apsw.CantOpenError:
             raise NotAStore(f"cannot open {path}: no such store (create one with `clawfs mkfs {path}`)") from None
-        if not create and app_id != APPLICATION_ID:
-            self.conn.close()
-            raise NotAStore(f"{path} is an SQLite database but not a ClawFS store")
-        if mode is not None and str(mode).lower() != "wal":
+        if str(mode).lower() != "wal":
             raise NotAStore(f"{path}: cannot switch the store to WAL mode (journal_mode is {mode})")
         self._execute("PRAGMA synchronous = NORMAL")
         self._execute("PRAGMA cache_size = -65536")  # 64 MiB of page cache
@@ -312,10 +317,12 @@ class _Checkpointer:
             while not self.stopping:
                 self.wake.wait(1.0)
                 self.wake.clear()
-                with contextlib.suppress(apsw.BusyError, apsw.LockedError):
+                try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except apsw.Error:
-            log.exception("background checkpoint failed; the next mount replays the WAL")
+                except (apsw.BusyError, apsw.LockedError):
+                    pass  # a writer or reader is in the way; the next wake-up tries again
+                except (apsw.FullError, apsw.IOError) as e:
+                    log.warning("checkpoint could not complete (%s); committed data stays safe in the WAL", e)
         finally:
             conn.close()
 
