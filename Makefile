@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
-DEBS  := fuse3 libfuse3-dev pkg-config gcc python3-dev gocryptfs rsync tar util-linux attr psmisc
+DEBS  := fuse3 libfuse3-dev pkg-config gcc python3-dev gocryptfs rsync tar util-linux attr psmisc swtpm swtpm-tools tpm2-tools libtss2-dev
 .PHONY: setup debs venv demo test test-fast lint bench clean
 
 setup: debs venv /usr/sbin/mount.clawfs

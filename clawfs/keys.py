@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
@@ -28,11 +29,17 @@ SCRYPT_DEFAULT = {"n": 2**17, "r": 8, "p": 1}
 
 @dataclass(repr=False)
 class Credentials:
-    """Secrets offered to unlock a store; any one matching slot opens it."""
+    """Secrets offered to unlock a store; any one matching slot opens it.  TPM slots are tried first (unless
+    `tpm` is False); `ask_passphrase` / `ask_pin` are asked only when nothing else has opened the store."""
 
     passphrases: list[bytes] = field(default_factory=list)
     keyfiles: list[bytes] = field(default_factory=list)
     recovery_keys: list[bytes] = field(default_factory=list)
+    tpm: bool = True
+    tpm_tcti: str | None = None
+    tpm_pin: bytes | None = None
+    ask_passphrase: Callable[[], bytes] | None = None
+    ask_pin: Callable[[], bytes] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -120,11 +127,14 @@ def parse_recovery_key(text: str) -> bytes:
     return bytes.fromhex(digits)
 
 
-def no_slot_opened(creds: Credentials, kinds_present: set[str]) -> WrongKey:
+def no_slot_opened(creds: Credentials, kinds_present: set[str], tpm_failures: list[str] | None = None) -> WrongKey:
     offered = sorted({k for k, _ in creds.offered()})
+    tpm_note = "; ".join(tpm_failures or [])
     if not offered:
-        return WrongKey("no key given: pass --passphrase-file, --keyfile or --recovery-key-file "
+        lead = f"{tpm_note}; and no other key was given" if tpm_note else "no key given"
+        return WrongKey(f"{lead}: pass --passphrase-file, --keyfile or --recovery-key-file "
                         f"(this store has {', '.join(sorted(kinds_present)) or 'no'} slots)")
     useless = [k for k in offered if k not in kinds_present]
     hint = f" (the store has no {', '.join(useless)} slot)" if useless else ""
-    return WrongKey(f"wrong {' or '.join(offered)}: no key slot opened{hint}")
+    tail = f"; {tpm_note}" if tpm_note else ""
+    return WrongKey(f"wrong {' or '.join(offered)}: no key slot opened{hint}{tail}")

@@ -28,8 +28,10 @@ from typing import Any
 
 import apsw
 
-from . import FORMAT_VERSION, crypto, keys
-from .db import Database, InodeRow
+from kernel import tpm
+
+from . import FORMAT_VERSION, crypto, keys, tpm_slots
+from .db import Database, InodeRow, SlotRow
 from .db.schema import LATEST
 from .errors import (
     FsError,
@@ -94,6 +96,7 @@ class StoreInfo:
     counts: dict[str, int]
     mounted_flag: bool
     unclean_shutdowns: int
+    rollback_protection: bool
 
 
 def _open_db(path: str, *, readonly: bool = False) -> Database:
@@ -114,13 +117,14 @@ def read_info(path: str) -> StoreInfo:
     db = _open_db(path, readonly=True)
     try:
         meta = db.meta_all()
-        slots = [{"id": s.id, "kind": s.kind, "created_ns": s.created_ns,
-                  "kdf": json.loads(s.params).get("kdf")} for s in db.slots()]
+        slots = [{"id": s.id, "kind": s.kind, "created_ns": s.created_ns, "kdf": json.loads(s.params).get("kdf"),
+                  **(tpm_slots.describe(s.params) if s.kind == tpm_slots.KIND else {})} for s in db.slots()]
         return StoreInfo(
             path=os.path.abspath(path), format_version=db.schema_version(), block_size=int(meta["block_size"]),
             store_id=bytes(meta["store_id"]).hex(), created_ns=int(meta["created_ns"]), slots=slots,
             counts=db.counts(), mounted_flag=bool(meta.get("mounted")),
             unclean_shutdowns=int(meta.get("unclean_shutdowns") or 0),
+            rollback_protection=meta.get("rollback_index") is not None,
         )
     finally:
         db.conn.close()
@@ -151,10 +155,11 @@ class Store:
     # -- lifecycle ------------------------------------------------------------------------------------------
     @classmethod
     def create(cls, path: str, slots: list[tuple[str, bytes]], *, block_size: int = DEFAULT_BLOCK_SIZE,
-               force: bool = False, kdf: str = "argon2id") -> None:
-        """mkfs: a new store at `path`, its master key wrapped once per (kind, secret) in `slots`."""
+               force: bool = False, kdf: str = "argon2id", tpm_spec: tpm_slots.TpmSpec | None = None) -> None:
+        """mkfs: a new store at `path`, its master key wrapped once per (kind, secret) in `slots`, plus a TPM
+        slot (and rollback counter) when `tpm_spec` asks for one."""
         check_block_size(block_size)
-        if not slots:
+        if not slots and tpm_spec is None:
             raise UserError("a store needs at least one key slot")
         if os.path.lexists(path):
             if not force:
@@ -168,6 +173,12 @@ class Store:
         master, store_id = crypto.random_bytes(crypto.MASTER_KEY_BYTES), crypto.random_bytes(crypto.STORE_ID_BYTES)
         env = crypto.Envelope(store_id, master)
         wrapped = [(kind, *keys.make_slot(kind, secret, master, store_id, kdf)) for kind, secret in slots]
+        rollback_meta: dict[str, Any] = {}
+        if tpm_spec is not None:  # seal first: a TPM failure must not leave a half-made store behind
+            wrapped.append((tpm_slots.KIND, *tpm_slots.make_slot(master, store_id, pcrs=tpm_spec.pcrs,
+                                                                 pin=tpm_spec.pin, tcti=tpm_spec.tcti)))
+            if tpm_spec.rollback:
+                rollback_meta = tpm_slots.enable(env, tpm_spec.tcti)
         try:
             db = Database(path, create=True)
         except apsw.Error as e:
@@ -184,6 +195,8 @@ class Store:
                 db.meta_set("unclean_shutdowns", 0)
                 for kind, params, blob in wrapped:
                     db.slot_add(kind, params, blob)
+                for key, value in rollback_meta.items():
+                    db.meta_set(key, value)
                 now = _now()
                 db.inode_insert(InodeRow(ROOT, int.from_bytes(crypto.random_bytes(7), "big"),
                                          stat.S_IFDIR | 0o755, os.getuid(), os.getgid(), 2, 0, 0,
@@ -211,10 +224,37 @@ class Store:
                 the_lock.release()
             raise
 
+    @staticmethod
+    def unlock_master(path: str, creds: keys.Credentials) -> bytes:
+        """Only unlock (no lock, no changes): the master key, for a mount that forks after asking for keys."""
+        db = _open_db(path, readonly=True)
+        try:
+            return unlock(db, creds).master_key
+        finally:
+            db.conn.close()
+
     def close(self) -> None:
         self.db.close()
         if self.lock:
             self.lock.release()
+
+    def check_rollback(self, tcti: str, *, accept_rollback: bool, advance: bool) -> None:
+        """With rollback protection armed: refuse an older copy of the store, then (read-write mounts) record
+        the next counter value durably and only then advance the TPM counter."""
+        record = tpm_slots.rollback_record(self.db.meta_all(), self.env)
+        if record is None:
+            return
+        index = record[0]
+        if accept_rollback and tpm.counter_read(index, tcti) is None:
+            tpm.counter_define(index, tcti)
+        current = tpm_slots.check(record, tcti, accept_rollback=accept_rollback)
+        if not advance:
+            return
+        with self.transaction():
+            for key, value in tpm_slots.new_record(self.env, index, current + 1).items():
+                self.db.meta_set(key, value)
+        self.db.durable_commit()
+        tpm_slots.advance(index, tcti)
 
     def mark_mounted(self) -> None:
         """Set the mounted mark; if it was already set, the last mount ended without a clean unmount."""
@@ -437,17 +477,41 @@ def _envelope(db: Database, master: bytes) -> crypto.Envelope:
 
 
 def unlock(db: Database, creds: keys.Credentials) -> crypto.Envelope:
-    """Try every offered credential against every slot of its kind; the first that opens wins."""
+    """TPM slots first, then every offered secret against every slot of its kind, then a passphrase prompt if
+    one was allowed.  The first slot that opens wins; failures of TPM slots are logged and reported."""
     store_id = bytes(db.meta_get("store_id"))
     slots = db.slots()
-    for kind, secret in creds.offered():
+    tpm_failures: list[str] = []
+    if creds.tpm:
+        for slot in (s for s in slots if s.kind == tpm_slots.KIND):
+            master = _try_tpm_slot(slot, store_id, creds, tpm_failures)
+            if master is not None:
+                return _envelope(db, master)
+    offered = creds.offered()
+    has_passphrase_slot = any(s.kind == "passphrase" for s in slots)
+    if creds.ask_passphrase and not creds.passphrases and has_passphrase_slot:
+        offered = [*offered, ("passphrase", creds.ask_passphrase())]
+    for kind, secret in offered:
         for slot in slots:
             if slot.kind != kind:
                 continue
             master = keys.open_slot(kind, slot.params, bytes(slot.wrapped), secret, store_id)
             if master is not None:
                 return _envelope(db, master)
-    raise keys.no_slot_opened(creds, {s.kind for s in slots})
+    raise keys.no_slot_opened(creds, {s.kind for s in slots}, tpm_failures)
+
+
+def _try_tpm_slot(slot: SlotRow, store_id: bytes, creds: keys.Credentials, failures: list[str]) -> bytes | None:
+    pin = creds.tpm_pin
+    try:
+        if pin is None and tpm_slots.needs_pin(slot.params) and creds.ask_pin:
+            pin = creds.ask_pin()
+        return tpm_slots.open_slot(slot.params, bytes(slot.wrapped), store_id, pin=pin,
+                                   tcti=creds.tpm_tcti or tpm.default_tcti())
+    except tpm.TpmError as e:
+        failures.append(f"TPM slot {slot.id}: {e}")
+        log.warning("TPM slot %d did not open (%s); trying the other key slots", slot.id, e)
+        return None
 
 
 __all__ = ["ROOT", "Store", "StoreLock", "WrongKey", "read_info"]

@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 an error the message explains, 2 bad usage, 4 fsck foun
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -16,23 +17,39 @@ from typing import Any
 import click
 
 from clawfs import fsck as fsck_mod
-from clawfs import keys
+from clawfs import keys, tpm_slots
 from clawfs.errors import UserError
 from clawfs.store import DEFAULT_BLOCK_SIZE, Store, read_info
+from kernel import tpm
 
 from . import credentials, daemon, logs, options
 
+KEY_OPTION_NAMES = ("passphrase_file", "keyfile", "recovery_key_file", "tpm_tcti", "tpm_pin_file", "no_tpm")
 key_options = [
     click.option("--passphrase-file", type=click.Path(), help="File holding the passphrase."),
     click.option("--keyfile", type=click.Path(), help="Key file (any bytes, at least 16)."),
     click.option("--recovery-key-file", type=click.Path(), help="File holding the recovery key."),
+    click.option("--tpm-tcti", envvar="CLAWFS_TPM_TCTI",
+                 help="TPM to use (default device:/dev/tpmrm0; e.g. swtpm:host=127.0.0.1,port=2321)."),
+    click.option("--tpm-pin-file", type=click.Path(), help="File holding the TPM slot's PIN."),
+    click.option("--no-tpm", is_flag=True, help="Do not try TPM slots."),
 ]
 
 
 def with_key_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the key options; the command receives them gathered as `creds` (prompts deferred until needed)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        k = {name: kwargs.pop(name) for name in KEY_OPTION_NAMES}
+        kwargs["creds"] = credentials.gather(k["passphrase_file"], k["keyfile"], k["recovery_key_file"],
+                                             tpm_tcti=k["tpm_tcti"], tpm_pin_file=k["tpm_pin_file"],
+                                             use_tpm=not k["no_tpm"])
+        return fn(*args, **kwargs)
+
     for opt in reversed(key_options):
-        fn = opt(fn)
-    return fn
+        wrapper = opt(wrapper)
+    return wrapper
 
 
 def parse_size(text: str) -> int:
@@ -45,10 +62,8 @@ def parse_size(text: str) -> int:
         raise UserError(f"cannot read size {text!r}: use a number with an optional K, M or G suffix") from None
 
 
-def _open(store: str, passphrase_file: str | None, keyfile: str | None, recovery_key_file: str | None,
-          *, lock: bool = True) -> Store:
-    creds = credentials.gather(passphrase_file, keyfile, recovery_key_file)
-    return Store.open(store, creds, lock=lock)
+def _tcti(creds: keys.Credentials) -> str:
+    return creds.tpm_tcti or tpm.default_tcti()
 
 
 def _emit_json(data: Any) -> None:
@@ -65,6 +80,29 @@ def cli(ctx: click.Context, verbose: bool) -> None:
     logs.to_stderr(verbose)
 
 
+tpm_seal_options = [
+    click.option("--tpm-pcrs", default="7", show_default=True,
+                 help="PCRs the TPM slot is bound to: e.g. 7, 0,2,7 or none."),
+    click.option("--tpm-pin", is_flag=True, help="Protect the TPM slot with a PIN (asked on the terminal)."),
+    click.option("--tpm-pin-file", "new_tpm_pin_file", type=click.Path(), help="Read the new TPM slot's PIN here."),
+    click.option("--tpm-rollback-protection", is_flag=True,
+                 help="Keep a TPM monotonic counter so an older copy of the store is refused at mount."),
+]
+
+
+def with_tpm_seal_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for opt in reversed(tpm_seal_options):
+        fn = opt(fn)
+    return fn
+
+
+def _tpm_spec(tcti: str | None, tpm_pcrs: str, tpm_pin: bool, pin_file: str | None,
+              rollback: bool) -> tpm_slots.TpmSpec:
+    pin = credentials.read_pin_file(pin_file) if pin_file else (
+        credentials.prompt_pin(confirm=True) if tpm_pin else None)
+    return tpm_slots.TpmSpec(tpm_slots.parse_pcrs(tpm_pcrs), pin, tcti or tpm.default_tcti(), rollback)
+
+
 # -- mkfs -------------------------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("store", type=click.Path())
@@ -78,12 +116,19 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 @click.option("--kdf", type=click.Choice(["argon2id", "scrypt"]), default="argon2id", show_default=True,
               help="Passphrase key derivation.")
 @click.option("--force", is_flag=True, help="Overwrite an existing store (its contents are lost).")
+@click.option("--tpm", "use_tpm", is_flag=True, help="Add a TPM 2.0 slot: the store opens on this machine alone.")
+@with_tpm_seal_options
+@click.option("--tpm-tcti", envvar="CLAWFS_TPM_TCTI", help="TPM to use (default device:/dev/tpmrm0).")
 @click.option("--json", "as_json", is_flag=True, help="Print the new store's info as JSON.")
 def mkfs(store: str, passphrase_file: str | None, keyfile: str | None, recovery_key_file: str | None,
-         block_size: str, kdf: str, force: bool, as_json: bool) -> int:
+         block_size: str, kdf: str, force: bool, use_tpm: bool, tpm_pcrs: str, tpm_pin: bool,
+         new_tpm_pin_file: str | None, tpm_rollback_protection: bool, tpm_tcti: str | None, as_json: bool) -> int:
     """Create a store: one SQLite file holding only ciphertext.
 
     With no key option, asks for a passphrase twice (on a terminal only)."""
+    if tpm_rollback_protection and not use_tpm:
+        raise UserError("--tpm-rollback-protection needs --tpm")
+    spec = _tpm_spec(tpm_tcti, tpm_pcrs, tpm_pin, new_tpm_pin_file, tpm_rollback_protection) if use_tpm else None
     slots: list[tuple[str, bytes]] = []
     if passphrase_file:
         slots.append(("passphrase", credentials.read_passphrase_file(passphrase_file)))
@@ -100,9 +145,12 @@ def mkfs(store: str, passphrase_file: str | None, keyfile: str | None, recovery_
             raise UserError(f"{recovery_key_file} exists; refusing to overwrite a recovery key (pass --force)")
         secret, recovery_text = keys.new_recovery_key()
         slots.append(("recovery", secret))
-    if not slots:
+    if not slots and spec is None:
         slots.append(("passphrase", credentials.prompt_passphrase(confirm=True)))
-    Store.create(store, slots, block_size=parse_size(block_size), force=force, kdf=kdf)
+    if spec is not None and not slots:
+        click.echo("clawfs: warning: the TPM slot is the only key; add a recovery key (`clawfs key add STORE "
+                   "recovery`) or the data is lost with this machine", err=True)
+    Store.create(store, slots, block_size=parse_size(block_size), force=force, kdf=kdf, tpm_spec=spec)
     if recovery_key_file and recovery_text:
         fd = os.open(recovery_key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -118,8 +166,9 @@ def mkfs(store: str, passphrase_file: str | None, keyfile: str | None, recovery_
 @click.argument("store", type=click.Path())
 @click.argument("mountpoint", type=click.Path())
 @click.option("-o", "opts", multiple=True, metavar="OPTS",
-              help="Comma-separated: passphrase_file=F, keyfile=F, recovery_key_file=F, ro, allow_other, "
-                   "default_permissions, log_file=F, debug, and the usual FUSE/kernel flags (nosuid, nodev, ...).")
+              help="Comma-separated: passphrase_file=F, keyfile=F, recovery_key_file=F, tpm_tcti=T, "
+                   "tpm_pin_file=F, notpm, accept_rollback, ro, allow_other, default_permissions, log_file=F, "
+                   "debug, and the usual FUSE/kernel flags (nosuid, nodev, ...).")
 @click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground; log to stderr.")
 @click.pass_context
 def mount(ctx: click.Context, store: str, mountpoint: str, opts: tuple[str, ...], foreground: bool) -> int:
@@ -128,7 +177,8 @@ def mount(ctx: click.Context, store: str, mountpoint: str, opts: tuple[str, ...]
     if not os.path.exists(store):
         raise UserError(f"{store}: no such store (create one with `clawfs mkfs {store}`)")
     daemon.check_mountpoint(mountpoint)
-    creds = credentials.gather(mo.passphrase_file, mo.keyfile, mo.recovery_key_file)
+    creds = credentials.gather(mo.passphrase_file, mo.keyfile, mo.recovery_key_file, tpm_tcti=mo.tpm_tcti,
+                               tpm_pin_file=mo.tpm_pin_file, use_tpm=mo.use_tpm)
     return daemon.mount(store, mountpoint, mo, creds, foreground=foreground, verbose=ctx.obj["verbose"])
 
 
@@ -146,10 +196,9 @@ def umount(mountpoint: str, timeout: float) -> int:
 @click.argument("store", type=click.Path())
 @with_key_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def fsck(store: str, passphrase_file: str | None, keyfile: str | None, recovery_key_file: str | None,
-         as_json: bool) -> int:
+def fsck(store: str, creds: keys.Credentials, as_json: bool) -> int:
     """Verify every block, name and link of STORE.  Exit 0 when clean, 4 when problems were found."""
-    st = _open(store, passphrase_file, keyfile, recovery_key_file)
+    st = Store.open(store, creds)
     try:
         report = _run_fsck(st, show_progress=not as_json and sys.stderr.isatty())
     finally:
@@ -196,8 +245,9 @@ def info(store: str, as_json: bool) -> int:
         + (f" ({i.unclean_shutdowns} unclean shutdowns so far)" if i.unclean_shutdowns else ""),
         f"inodes:         {i.counts['inodes']}", f"entries:        {i.counts['entries']}",
         f"blocks:         {i.counts['blocks']} ({i.counts['stored_bytes']} bytes of ciphertext)",
+        f"rollback check: {'TPM counter' if i.rollback_protection else 'off'}",
         "key slots:",
-    ] + [f"  {s['id']}: {s['kind']} ({s['kdf']})" for s in i.slots]
+    ] + [f"  {s['id']}: {s['kind']} ({_slot_detail(s)})" for s in i.slots]
     click.echo("\n".join(lines))
     return 0
 
@@ -219,7 +269,38 @@ def key_list(store: str, as_json: bool) -> int:
     else:
         for s in slots:
             created = time.strftime("%Y-%m-%d %H:%M", time.localtime(s["created_ns"] / 1e9))
-            click.echo(f"{s['id']}\t{s['kind']}\t{s['kdf']}\t{created}")
+            click.echo(f"{s['id']}\t{s['kind']}\t{_slot_detail(s)}\t{created}")
+    return 0
+
+
+def _slot_detail(slot: dict[str, Any]) -> str:
+    if slot["kind"] != tpm_slots.KIND:
+        return str(slot["kdf"])
+    pcrs = ",".join(map(str, slot["pcrs"])) or "none"
+    return f"pcrs={pcrs}" + (",pin" if slot["pin"] else "")
+
+
+@key.command("add-tpm")
+@click.argument("store", type=click.Path())
+@with_key_options
+@with_tpm_seal_options
+def key_add_tpm(store: str, creds: keys.Credentials, tpm_pcrs: str, tpm_pin: bool, new_tpm_pin_file: str | None,
+                tpm_rollback_protection: bool) -> int:
+    """Seal STORE's key to this machine's TPM (again, e.g. after a firmware update changed PCR 7)."""
+    spec = _tpm_spec(creds.tpm_tcti, tpm_pcrs, tpm_pin, new_tpm_pin_file, tpm_rollback_protection)
+    st = Store.open(store, creds, lock=False)
+    try:
+        params, wrapped = tpm_slots.make_slot(st.env.master_key, st.env.store_id, pcrs=spec.pcrs, pin=spec.pin,
+                                              tcti=spec.tcti)
+        rollback = tpm_slots.enable(st.env, spec.tcti) if spec.rollback else {}
+        with st.transaction():
+            slot_id = st.db.slot_add(tpm_slots.KIND, params, wrapped)
+            for k, v in rollback.items():
+                st.db.meta_set(k, v)
+        st.sync()
+    finally:
+        st.close()
+    click.echo(f"clawfs: added tpm2 slot {slot_id} (pcrs {','.join(map(str, spec.pcrs)) or 'none'})", err=True)
     return 0
 
 
@@ -231,9 +312,8 @@ def key_list(store: str, as_json: bool) -> int:
 @click.option("--new-keyfile", type=click.Path(), help="The new slot's keyfile.")
 @click.option("--out", type=click.Path(), help="Where to write a new recovery key (else stdout).")
 @click.option("--kdf", type=click.Choice(["argon2id", "scrypt"]), default="argon2id", show_default=True)
-def key_add(store: str, kind: str, passphrase_file: str | None, keyfile: str | None,
-            recovery_key_file: str | None, new_passphrase_file: str | None, new_keyfile: str | None,
-            out: str | None, kdf: str) -> int:
+def key_add(store: str, kind: str, creds: keys.Credentials, new_passphrase_file: str | None,
+            new_keyfile: str | None, out: str | None, kdf: str) -> int:
     """Add a KIND slot to STORE, unlocking it with an existing key."""
     recovery_text = None
     if kind == "passphrase":
@@ -247,7 +327,7 @@ def key_add(store: str, kind: str, passphrase_file: str | None, keyfile: str | N
         if out and os.path.exists(out):
             raise UserError(f"{out} exists; refusing to overwrite a recovery key")
         secret, recovery_text = keys.new_recovery_key()
-    st = _open(store, passphrase_file, keyfile, recovery_key_file, lock=False)
+    st = Store.open(store, creds, lock=False)
     try:
         params, wrapped = keys.make_slot(kind, secret, st.env.master_key, st.env.store_id, kdf)
         with st.transaction():
@@ -270,10 +350,9 @@ def key_add(store: str, kind: str, passphrase_file: str | None, keyfile: str | N
 @click.argument("store", type=click.Path())
 @click.argument("slot_id", type=int)
 @with_key_options
-def key_remove(store: str, slot_id: int, passphrase_file: str | None, keyfile: str | None,
-               recovery_key_file: str | None) -> int:
+def key_remove(store: str, slot_id: int, creds: keys.Credentials) -> int:
     """Remove slot SLOT_ID (see `clawfs key list`), unlocking STORE with a key first."""
-    st = _open(store, passphrase_file, keyfile, recovery_key_file, lock=False)
+    st = Store.open(store, creds, lock=False)
     try:
         slots = st.db.slots()
         if slot_id not in {s.id for s in slots}:
@@ -295,6 +374,9 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as e:
         click.echo(f"clawfs: {e}", err=True)
         sys.exit(e.exit_code)
+    except tpm.TpmError as e:
+        click.echo(f"clawfs: TPM: {e}", err=True)
+        sys.exit(1)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

@@ -19,7 +19,7 @@ from clawfs.errors import StoreBusy, UserError
 from clawfs.keys import Credentials
 from clawfs.store import Store, StoreLock
 from clawfs.vfs import VFS
-from kernel import mounts
+from kernel import mounts, tpm
 from kernel.process import forbid_core_dumps
 
 from . import logs
@@ -45,13 +45,24 @@ def _fsname(store: str) -> str:
     return store.replace("\\", "\\\\").replace(",", "\\,")
 
 
-def serve(store_path: str, mountpoint: str, opts: MountOptions, creds: Credentials,
+def _open(store_path: str, opts: MountOptions, master: bytes) -> Store:
+    store = Store.open(store_path, Credentials(tpm=False), readonly=opts.readonly, master_key=master)
+    try:
+        store.check_rollback(opts.tpm_tcti or tpm.default_tcti(), accept_rollback=opts.accept_rollback,
+                             advance=not opts.readonly)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def serve(store_path: str, mountpoint: str, opts: MountOptions, master: bytes,
           ready: Callable[[str | None], None]) -> None:
     """Open, mount and serve until unmounted.  `ready(None)` once live, `ready(message)` if it failed first."""
     started = False
     try:
-        store = Store.open(store_path, creds, readonly=opts.readonly)
-    except UserError as e:
+        store = _open(store_path, opts, master)
+    except (UserError, tpm.TpmError) as e:
         ready(str(e))
         return
     try:
@@ -97,11 +108,12 @@ def mount(store_path: str, mountpoint: str, opts: MountOptions, creds: Credentia
     # Refuse early, in the parent, when another process holds the store.
     if os.path.isfile(store_path):
         StoreLock(store_path).release()
+    master = Store.unlock_master(store_path, creds)  # prompts and TPM happen here, before the fork
 
     if foreground:
         logs.to_stderr(verbose or opts.debug)
         errors: list[str] = []
-        serve(store_path, mountpoint, opts, creds, lambda msg: errors.append(msg) if msg else None)
+        serve(store_path, mountpoint, opts, master, lambda msg: errors.append(msg) if msg else None)
         if errors:
             raise UserError(errors[0])
         return 0
@@ -128,7 +140,7 @@ def mount(store_path: str, mountpoint: str, opts: MountOptions, creds: Credentia
         _detach_stdio()
 
     try:
-        serve(store_path, mountpoint, opts, creds, ready)
+        serve(store_path, mountpoint, opts, master, ready)
     except BaseException:
         log.exception("mount daemon failed (logs: %s)", where)
         code = 1

@@ -26,15 +26,12 @@ class MountOptions:
     recovery_key_file: str | None = None
     readonly: bool = False
     log_file: str | None = None
+    tpm_tcti: str | None = None
+    tpm_pin_file: str | None = None
+    use_tpm: bool = True
+    accept_rollback: bool = False
     debug: bool = False
     fuse: list[str] = field(default_factory=list)
-
-    def to_string(self) -> str:
-        out = [f"{k}={v}" for k, v in (("passphrase_file", self.passphrase_file), ("keyfile", self.keyfile),
-                                      ("recovery_key_file", self.recovery_key_file), ("log_file", self.log_file))
-               if v]
-        out += ["debug"] if self.debug else []
-        return ",".join(out + self.fuse)
 
 
 def _split(text: str) -> list[str]:
@@ -60,7 +57,7 @@ def parse(option_strings: list[str]) -> MountOptions:
     for text in option_strings:
         for item in _split(text):
             key, eq, value = item.partition("=")
-            if key in ("passphrase_file", "keyfile", "recovery_key_file", "log_file"):
+            if key in ("passphrase_file", "keyfile", "recovery_key_file", "log_file", "tpm_tcti", "tpm_pin_file"):
                 if not eq or not value:
                     raise UserError(f"mount option {key} needs a value: -o {key}=PATH")
                 setattr(opts, key, value)
@@ -68,6 +65,10 @@ def parse(option_strings: list[str]) -> MountOptions:
                 opts.readonly = item == "ro"
             elif item == "debug":
                 opts.debug = True
+            elif item == "accept_rollback":
+                opts.accept_rollback = True
+            elif item == "notpm":
+                opts.use_tpm = False
             elif item in KERNEL_FLAGS:
                 if item not in opts.fuse:
                     opts.fuse.append(item)
