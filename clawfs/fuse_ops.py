@@ -224,9 +224,11 @@ def mount(ops: ClawOperations, mountpoint: str, options: set[str]) -> None:
     pyfuse3.init(ops, mountpoint, options)
 
 
-def serve(on_started: Callable[[], None] | None = None) -> None:
+def serve(on_started: Callable[[], None] | None = None,
+          every: tuple[float, Callable[[], None]] | None = None) -> None:
     """Run the FUSE loop until the filesystem is unmounted or SIGTERM/SIGINT/SIGHUP arrives, then make sure it
-    is unmounted.  `on_started` runs once the loop is about to serve requests."""
+    is unmounted.  `on_started` runs once the loop is about to serve requests; `every = (seconds, fn)` runs fn
+    periodically between requests (never concurrently with one: trio runs one task at a time)."""
     import signal
 
     async def _stop_on_signal(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -237,9 +239,19 @@ def serve(on_started: Callable[[], None] | None = None) -> None:
                 pyfuse3.terminate()
                 return
 
+    async def _periodic(interval: float, fn: Callable[[], None]) -> None:
+        while True:
+            await trio.sleep(interval)
+            try:
+                fn()
+            except Exception:
+                log.exception("periodic task failed")
+
     async def _main() -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(_stop_on_signal)
+            if every:
+                nursery.start_soon(_periodic, *every)
             if on_started:
                 on_started()
             await pyfuse3.main()

@@ -51,6 +51,7 @@ ROOT = 1
 DEFAULT_BLOCK_SIZE = 64 * 1024
 MIN_BLOCK_SIZE, MAX_BLOCK_SIZE = 4096, 1024 * 1024
 BLOCK_CACHE_ENTRIES = 128
+FLUSH_INTERVAL = 0.05
 SPACE_RESERVE = 24 * 1024 * 1024
 """Free space kept back on the store's filesystem: writes that would eat into it get ENOSPC, so that deletes,
 purges and the WAL checkpoint (which needs up to CHECKPOINT_PAGES of room) can always still run."""
@@ -282,12 +283,31 @@ class Store:
         try:
             with self.db.transaction():
                 yield
-        except apsw.FullError:
-            raise NoSpace("the filesystem holding the store is full") from None
-        except apsw.IOError as e:
-            if "full" in str(e).lower():
+        except (apsw.FullError, apsw.IOError) as e:
+            self._after_failed_unit()
+            if isinstance(e, apsw.FullError) or "full" in str(e).lower():
                 raise NoSpace("the filesystem holding the store is full") from None
             raise FsError(f"store I/O error: {e}", err=errno.EIO) from None
+
+    def _after_failed_unit(self) -> None:
+        # SQLite may have cancelled the whole batch, not just this unit; then earlier (acknowledged, not yet
+        # fsync'd) writes are gone as after a crash.  The free-space reserve makes this practically unreachable.
+        if self.db.batching and not self.db.conn.in_transaction:
+            log.error("the store's disk filled up mid-batch: writes of the last moments were rolled back")
+        self._cache.clear()
+
+    def batch_commits(self) -> None:
+        """Group commit for a mount: units of work share one transaction that `flush()` commits (the mount
+        calls it every FLUSH_INTERVAL s); fsync and unmount commit at once.  A crash loses at most the last
+        interval of un-fsync'd writes, as a kernel page cache would."""
+        self.db.batching = True
+
+    def flush(self) -> None:
+        try:
+            self.db.commit_batch()
+        except (apsw.FullError, apsw.IOError) as e:
+            log.error("group commit failed (%s); the batch was rolled back", e)
+            self._cache.clear()
 
     def sync(self) -> None:
         try:

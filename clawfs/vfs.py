@@ -396,6 +396,10 @@ class VFS:
     def flush(self, fh: int) -> None:
         self._handle_ino(fh)
 
+    def commit_pending(self) -> None:
+        """Commit the open group of writes (called by the mount every FLUSH_INTERVAL seconds)."""
+        self.store.flush()
+
     def fsync(self, fh: int, datasync: bool) -> None:
         if not self.readonly:
             self.store.sync()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class MountEntry:
+    dev: str  # "major:minor"
     mountpoint: str
     fstype: str
     source: str
@@ -35,7 +36,7 @@ def mounts() -> list[MountEntry]:
             lf, rf = left.split(), right.split()
             if len(lf) < 5 or len(rf) < 2:
                 continue
-            entries.append(MountEntry(_unescape(lf[4]), rf[0], _unescape(rf[1]), lf[5] if len(lf) > 5 else ""))
+            entries.append(MountEntry(lf[2], _unescape(lf[4]), rf[0], _unescape(rf[1]), lf[5] if len(lf) > 5 else ""))
     return entries
 
 
@@ -52,3 +53,19 @@ def find_by_source(source: str, fstype: str) -> list[MountEntry]:
 
 def is_mountpoint(path: str) -> bool:
     return find_by_mountpoint(path) is not None
+
+
+def set_readahead(mountpoint: str, kib: int) -> bool:
+    """Raise the kernel's read-ahead for a mount (FUSE starts at 128 KiB, so cold streaming reads arrive in
+    128 KiB requests).  Needs root; reads /proc rather than stat()ing the mount, which a FUSE daemon that is not
+    serving yet must never do.  Returns whether it took effect."""
+    # `mountpoint` must already be canonical: realpath() would lstat() the mount and hang on ourselves.
+    entry = next((m for m in reversed(mounts()) if m.mountpoint == mountpoint), None)
+    if entry is None:
+        return False
+    try:
+        with open(f"/sys/class/bdi/{entry.dev}/read_ahead_kb", "w") as f:
+            f.write(str(kib))
+        return True
+    except OSError:
+        return False

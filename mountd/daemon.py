@@ -11,13 +11,14 @@ import contextlib
 import logging
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 
 from clawfs import fuse_ops
 from clawfs.errors import StoreBusy, UserError
 from clawfs.keys import Credentials
-from clawfs.store import Store, StoreLock
+from clawfs.store import FLUSH_INTERVAL, Store, StoreLock
 from clawfs.vfs import VFS
 from kernel import mounts, tpm
 from kernel.process import forbid_core_dumps
@@ -27,6 +28,7 @@ from .options import MountOptions
 
 log = logging.getLogger("clawfs.mountd")
 FSTYPE = "fuse.clawfs"
+READAHEAD_KIB = 1024  # cold streaming reads then arrive in 1 MiB requests instead of 128 KiB
 
 
 def check_mountpoint(path: str) -> str:
@@ -72,6 +74,7 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, master: bytes,
             purged = vfs.purge_orphans()
             store.mark_mounted()
             store.checkpoint_in_background()
+            store.batch_commits()
             if store.was_unclean:
                 log.warning("%s was not cleanly unmounted last time (%d orphaned inodes purged); "
                             "run `clawfs fsck %s` to check it", store_path, purged, store_path)
@@ -86,9 +89,11 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, master: bytes,
             nonlocal started
             started = True
             log.info("mounted %s on %s", store_path, mountpoint)
+            if os.geteuid() == 0:  # after FUSE_INIT, which would cap it at 128 KiB again
+                threading.Timer(0.5, mounts.set_readahead, (mountpoint, READAHEAD_KIB)).start()
             ready(None)
 
-        fuse_ops.serve(on_started)
+        fuse_ops.serve(on_started, every=(FLUSH_INTERVAL, vfs.commit_pending))
     except UserError as e:
         if not started:
             ready(str(e))

@@ -93,8 +93,12 @@ class Database:
         self._execute("PRAGMA cache_size = -65536")  # 64 MiB of page cache
         self._execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
         self._checkpointer: _Checkpointer | None = None
+        self.batching = False
+        """When True, units of work accumulate in one transaction until commit_batch (see Store.batch_commits)."""
 
     def close(self) -> None:
+        with contextlib.suppress(apsw.Error):
+            self.commit_batch()
         if self._checkpointer is not None:
             self._checkpointer.stop()
         with contextlib.suppress(apsw.Error):
@@ -120,11 +124,20 @@ class Database:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
+        """A unit of work: a savepoint inside an open batch, else its own transaction."""
+        if self.batching and not self.conn.in_transaction:
+            self._execute("BEGIN")
         with self.conn:
             yield
 
+    def commit_batch(self) -> None:
+        """Commit the open batch (group commit): many requests, one WAL append of each page they dirtied."""
+        if self.conn.in_transaction:
+            self._execute("COMMIT")
+
     def durable_commit(self) -> None:
         """Make everything committed so far survive a power cut (what fsync promises)."""
+        self.commit_batch()
         self._execute("PRAGMA synchronous = FULL")
         try:
             with self.conn:
