@@ -597,6 +597,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="Do not unmount and drop caches before ls -lR, grep -r and rm -rf.")
     p.add_argument("--work-dir", type=Path, help="Parent of the temporary work directory (default OUT/tmp).")
     a = p.parse_args(argv)
+    a.out = a.out.resolve()  # tar -C and mounts change directories: every path must be absolute
+    a.work_dir = a.work_dir.resolve() if a.work_dir else None
     a.size_mib = a.size_mib or (64 if a.quick else 512)
     a.files = a.files or (1000 if a.quick else 5000)
     try:
