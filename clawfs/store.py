@@ -168,42 +168,28 @@ class Store:
             if not os.path.isfile(path):
                 raise UserError(f"{path} exists and is not a regular file; refusing to overwrite it")
             StoreLock(path).release()  # refuses while mounted
-            for f in store_files(path):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(f)
         master, store_id = crypto.random_bytes(crypto.MASTER_KEY_BYTES), crypto.random_bytes(crypto.STORE_ID_BYTES)
         env = crypto.Envelope(store_id, master)
         wrapped = [(kind, *keys.make_slot(kind, secret, master, store_id, kdf)) for kind, secret in slots]
         rollback_meta: dict[str, Any] = {}
-        if tpm_spec is not None:  # seal first: a TPM failure must not leave a half-made store behind
+        if tpm_spec is not None:
             wrapped.append((tpm_slots.KIND, *tpm_slots.make_slot(master, store_id, pcrs=tpm_spec.pcrs,
                                                                  pin=tpm_spec.pin, tcti=tpm_spec.tcti)))
             if tpm_spec.rollback:
                 rollback_meta = tpm_slots.enable(env, tpm_spec.tcti)
+        # Build the new store beside the old one and rename it into place: until then an existing store (with
+        # --force) stays whole, and a failure leaves nothing half-made.
+        tmp = f"{path}.mkfs-{os.getpid()}"
         try:
-            db = Database(path, create=True)
-        except apsw.Error as e:
-            raise UserError(f"cannot create {path}: {e}") from None
-        try:
-            db.migrate()
-            with db.transaction():
-                db.meta_set("store_id", store_id)
-                db.meta_set("format_version", FORMAT_VERSION)
-                db.meta_set("block_size", block_size)
-                db.meta_set("created_ns", _now())
-                db.meta_set("header_mac", env.header_mac(_HEADER.pack(store_id, block_size)))
-                db.meta_set("mounted", 0)
-                db.meta_set("unclean_shutdowns", 0)
-                for kind, params, blob in wrapped:
-                    db.slot_add(kind, params, blob)
-                for key, value in rollback_meta.items():
-                    db.meta_set(key, value)
-                now = _now()
-                db.inode_insert(InodeRow(ROOT, int.from_bytes(crypto.random_bytes(7), "big"),
-                                         stat.S_IFDIR | 0o755, os.getuid(), os.getgid(), 2, 0, 0,
-                                         now, now, now, 0, ROOT, None))
+            _build(tmp, env, block_size, wrapped, rollback_meta)
+            for f in store_files(path)[1:]:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f)
+            os.replace(tmp, path)
         finally:
-            db.close()
+            for f in store_files(tmp):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f)
 
     @classmethod
     def open(cls, path: str, creds: keys.Credentials, *, readonly: bool = False, lock: bool = True,
@@ -486,6 +472,35 @@ class Store:
             raise NoSpace("the filesystem holding the store is full")
 
 
+def _build(path: str, env: crypto.Envelope, block_size: int, wrapped: list[tuple[str, str, bytes]],
+           extra_meta: dict[str, Any]) -> None:
+    """Write a complete, closed (checkpointed) new store at `path`."""
+    try:
+        db = Database(path, create=True)
+    except apsw.Error as e:
+        raise UserError(f"cannot create {path}: {e}") from None
+    try:
+        db.migrate()
+        with db.transaction():
+            db.meta_set("store_id", env.store_id)
+            db.meta_set("format_version", FORMAT_VERSION)
+            db.meta_set("block_size", block_size)
+            db.meta_set("created_ns", _now())
+            db.meta_set("header_mac", env.header_mac(_HEADER.pack(env.store_id, block_size)))
+            db.meta_set("mounted", 0)
+            db.meta_set("unclean_shutdowns", 0)
+            for kind, params, blob in wrapped:
+                db.slot_add(kind, params, blob)
+            for key, value in extra_meta.items():
+                db.meta_set(key, value)
+            now = _now()
+            db.inode_insert(InodeRow(ROOT, int.from_bytes(crypto.random_bytes(7), "big"),
+                                     stat.S_IFDIR | 0o755, os.getuid(), os.getgid(), 2, 0, 0,
+                                     now, now, now, 0, ROOT, None))
+    finally:
+        db.close()
+
+
 def _envelope(db: Database, master: bytes) -> crypto.Envelope:
     store_id = bytes(db.meta_get("store_id"))
     env = crypto.Envelope(store_id, master)
@@ -517,6 +532,8 @@ def unlock(db: Database, creds: keys.Credentials) -> crypto.Envelope:
                 continue
             master = keys.open_slot(kind, slot.params, bytes(slot.wrapped), secret, store_id)
             if master is not None:
+                for failure in tpm_failures:  # opened anyway: say why the TPM did not do it
+                    log.warning("%s; opened with the %s slot instead", failure, kind)
                 return _envelope(db, master)
     raise keys.no_slot_opened(creds, {s.kind for s in slots}, tpm_failures)
 
@@ -530,7 +547,7 @@ def _try_tpm_slot(slot: SlotRow, store_id: bytes, creds: keys.Credentials, failu
                                    tcti=creds.tpm_tcti or tpm.default_tcti())
     except tpm.TpmError as e:
         failures.append(f"TPM slot {slot.id}: {e}")
-        log.warning("TPM slot %d did not open (%s); trying the other key slots", slot.id, e)
+        log.debug("TPM slot %d did not open (%s); trying the other key slots", slot.id, e)
         return None
 
 

@@ -2,7 +2,8 @@
 
 Callers (the FUSE adapter, VFS tests) pass inode numbers, names as bytes and a `Ctx`; they get `Attr`s back and
 `FsError`s (carrying an errno) out.  Every mutating call is one unit of work in the store (its own transaction,
-or a savepoint in a mount's group commit), so it is all or nothing, and a full disk rolls it back as ENOSPC.  Methods are synchronous: under trio, a request handler that calls one of
+or a savepoint in a mount's group commit), so it is all or nothing, and a full disk rolls it back as ENOSPC.
+Methods are synchronous: under trio, a request handler that calls one of
 them runs it to completion before any other request is served, so no invariant here is ever seen half-done.
 (Adding an `await` between two store calls in the adapter would break that; don't.)
 

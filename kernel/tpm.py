@@ -529,7 +529,7 @@ def unseal(sealed: dict[str, Any], *, pin: bytes | None, tcti: str) -> bytes:
     tss = _tss()
     public, private, pcrs, recorded, needs_pin = _parse_sealed(tss, sealed)
     if needs_pin and pin is None:
-        raise PinRequired("this TPM slot is protected by a PIN: give it with --tpm-pin or --tpm-pin-file")
+        raise PinRequired("this TPM slot is protected by a PIN: give it with --tpm-pin-file (mount: -o tpm_pin_file=)")
     with _connect(tcti, "unseal a key") as conn:
         primary = _create_primary(conn)
         obj = _load(conn, primary, public, private)

@@ -34,9 +34,12 @@ key_options = [
     click.option("--tpm-pin-file", type=click.Path(), help="File holding the TPM slot's PIN."),
     click.option("--no-tpm", is_flag=True, help="Do not try TPM slots."),
 ]
+# `key add-tpm` takes --tpm-pin-file for the new slot; the PIN that unlocks an existing slot is this one there.
+unlock_pin_option = click.option("--unlock-tpm-pin-file", "tpm_pin_file", type=click.Path(),
+                                 help="File holding the PIN of the existing TPM slot used to unlock.")
 
 
-def with_key_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+def with_key_options(fn: Callable[..., Any], *, for_new_tpm_slot: bool = False) -> Callable[..., Any]:
     """Add the key options; the command receives them gathered as `creds` (prompts deferred until needed)."""
 
     @functools.wraps(fn)
@@ -47,7 +50,8 @@ def with_key_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                                              use_tpm=not k["no_tpm"])
         return fn(*args, **kwargs)
 
-    for opt in reversed(key_options):
+    opts = [unlock_pin_option if for_new_tpm_slot and o is key_options[4] else o for o in key_options]
+    for opt in reversed(opts):
         wrapper = opt(wrapper)
     return wrapper
 
@@ -282,7 +286,7 @@ def _slot_detail(slot: dict[str, Any]) -> str:
 
 @key.command("add-tpm")
 @click.argument("store", type=click.Path())
-@with_key_options
+@functools.partial(with_key_options, for_new_tpm_slot=True)
 @with_tpm_seal_options
 def key_add_tpm(store: str, creds: keys.Credentials, tpm_pcrs: str, tpm_pin: bool, new_tpm_pin_file: str | None,
                 tpm_rollback_protection: bool) -> int:

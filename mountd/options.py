@@ -17,6 +17,8 @@ KERNEL_FLAGS = {
 IGNORED = {"defaults", "auto", "noauto", "nofail", "_netdev", "user", "users", "nouser", "owner", "group",
            "silent", "loud", "bg", "fg"}
 IGNORED_PREFIXES = ("x-", "comment=", "_")
+VALUE_KEYS = ("passphrase_file", "keyfile", "recovery_key_file", "log_file", "tpm_tcti", "tpm_pin_file")
+FLAGS = {"ro", "rw", "debug", "accept_rollback", "notpm"}
 
 
 @dataclass
@@ -52,12 +54,27 @@ def _split(text: str) -> list[str]:
     return [p for p in (s.strip() for s in parts) if p]
 
 
+def _join_tcti(items: list[str]) -> list[str]:
+    """A TCTI has commas of its own (`swtpm:host=127.0.0.1,port=2321`): glue the pieces that follow
+    `tpm_tcti=` back on while they are not options we know."""
+    out: list[str] = []
+    for item in items:
+        key = item.partition("=")[0]
+        known = key in VALUE_KEYS or item in KERNEL_FLAGS or item in FLAGS or item in IGNORED \
+            or item.startswith(IGNORED_PREFIXES)
+        if out and out[-1].startswith("tpm_tcti=") and not known:
+            out[-1] += "," + item
+        else:
+            out.append(item)
+    return out
+
+
 def parse(option_strings: list[str]) -> MountOptions:
     opts = MountOptions()
     for text in option_strings:
-        for item in _split(text):
+        for item in _join_tcti(_split(text)):
             key, eq, value = item.partition("=")
-            if key in ("passphrase_file", "keyfile", "recovery_key_file", "log_file", "tpm_tcti", "tpm_pin_file"):
+            if key in VALUE_KEYS:
                 if not eq or not value:
                     raise UserError(f"mount option {key} needs a value: -o {key}=PATH")
                 setattr(opts, key, value)
