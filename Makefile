@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
-DEBS  := fuse3 libfuse3-dev pkg-config gcc python3-dev gocryptfs rsync tar util-linux attr psmisc swtpm swtpm-tools tpm2-tools libtss2-dev
+DEBS  := fuse3 libfuse3-dev pkg-config gcc g++ python3-dev gocryptfs rsync tar util-linux attr psmisc swtpm swtpm-tools tpm2-tools libtss2-dev
 .PHONY: setup debs venv demo test test-fast lint bench clean
 
 setup: debs venv /usr/sbin/mount.clawfs
@@ -21,6 +21,8 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@echo "installing Python packages into $(VENV) (log: $(VENV)/pip.log)" >&2
 	@$(PY) -m pip install --upgrade pip > $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
+	@# torch first and pinned: sentence-transformers would otherwise pull a CUDA build of several GB
+	@$(PY) -m pip install torch==2.13.0 >> $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
 	@$(PY) -m pip install -e '.[dev,bench]' >> $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
 	@$(PY) -c 'import pyfuse3, apsw, trio, cryptography'
 	@touch $@
