@@ -24,6 +24,11 @@ Symlink target and xattr value
                                             AAD = b"CFSV" || store_id || inode || generation || xname (xattr)
     xattr names: AES-256-SIV(name, AD = [b"CFSX", store_id, inode(u64 BE)]).
 
+Index (clawfs/index): vector = nonce || AES-256-GCM(float32 bytes), AAD = b"CFSE" || store_id || digest, key
+    subkey("index"); digest = HMAC-SHA256(subkey("digest"), chunk text) (equal texts share a vector without the
+    text being stored); HNSW snapshot = nonce || AES-256-GCM(image), AAD = b"CFSH" || store_id, key
+    subkey("index"); blind tokens = HMAC(subkey("tokens"), word), see clawfs/index/tokens.py.
+
 Key slot (the master key is stored only like this)
     wrapped = nonce(12) || AES-256-GCM_KEK(master_key) || tag, AAD = b"CFSK" || store_id || kind
 """
@@ -100,6 +105,9 @@ class Envelope:
     _meta: AESGCM = field(init=False)
     _xnames: AESSIV = field(init=False)
     _header: bytes = field(init=False)
+    _index: AESGCM = field(init=False)
+    _digest: bytes = field(init=False)
+    token_key: bytes = field(init=False)
 
     def __post_init__(self) -> None:
         def sub(label: str, n: int = 32) -> bytes:
@@ -110,9 +118,30 @@ class Envelope:
         self._meta = AESGCM(sub("meta"))
         self._xnames = AESSIV(sub("xnames", 64))
         self._header = sub("header")
+        self._index = AESGCM(sub("index"))
+        self._digest = sub("digest")
+        self.token_key = sub("tokens")
 
     def __repr__(self) -> str:
         return "Envelope(<keys hidden>)"
+
+    # -- index ----------------------------------------------------------------------------------------------
+    def digest(self, text: bytes) -> bytes:
+        h = crypto_hmac.HMAC(self._digest, hashes.SHA256())
+        h.update(text)
+        return h.finalize()
+
+    def seal_vector(self, digest: bytes, data: bytes) -> bytes:
+        return gcm_seal(self._index, data, b"CFSE" + self.store_id + digest)
+
+    def open_vector(self, digest: bytes, blob: bytes) -> bytes:
+        return gcm_open(self._index, blob, b"CFSE" + self.store_id + digest, "index vector")
+
+    def seal_snapshot(self, image: bytes) -> bytes:
+        return gcm_seal(self._index, image, b"CFSH" + self.store_id)
+
+    def open_snapshot(self, blob: bytes) -> bytes:
+        return gcm_open(self._index, blob, b"CFSH" + self.store_id, "index snapshot")
 
     def subkey(self, label: str, length: int = 32) -> bytes:
         """A key for a later layer (index vectors, blind tokens); each caller passes its own label."""

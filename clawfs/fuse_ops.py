@@ -53,7 +53,7 @@ def _entry(a: Attr) -> pyfuse3.EntryAttributes:
     e.st_uid, e.st_gid, e.st_rdev, e.st_size = a.uid, a.gid, a.rdev, a.size
     e.st_blocks, e.st_blksize = a.blocks, a.blksize
     e.st_atime_ns, e.st_mtime_ns, e.st_ctime_ns = a.atime_ns, a.mtime_ns, a.ctime_ns
-    e.entry_timeout, e.attr_timeout = ENTRY_TIMEOUT, ATTR_TIMEOUT
+    e.entry_timeout, e.attr_timeout = (0.0, 0.0) if a.volatile else (ENTRY_TIMEOUT, ATTR_TIMEOUT)
     return e
 
 
@@ -136,7 +136,9 @@ class ClawOperations(pyfuse3.Operations):
 
     @_errors_to_errno
     async def open(self, inode: int, flags: int, ctx: RC) -> pyfuse3.FileInfo:
-        return pyfuse3.FileInfo(fh=self.vfs.open(inode, flags), keep_cache=True)
+        fh = self.vfs.open(inode, flags)
+        generated = self.vfs.is_generated(inode)  # .clawfs files change under the kernel: no page cache
+        return pyfuse3.FileInfo(fh=fh, keep_cache=not generated, direct_io=generated)
 
     @_errors_to_errno
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,

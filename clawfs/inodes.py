@@ -17,6 +17,7 @@ from dataclasses import dataclass
 class Handle:
     ino: int
     flags: int
+    dirty: bool = False  # written through: queue the file for the indexer at fsync and release
 
 
 class InodeTable:

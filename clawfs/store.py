@@ -32,6 +32,7 @@ from kernel import tpm
 
 from . import FORMAT_VERSION, crypto, keys, tpm_slots
 from .db import Database, InodeRow, SlotRow
+from .db.index_tables import IndexTables
 from .db.schema import LATEST
 from .errors import (
     FsError,
@@ -353,6 +354,18 @@ class Store:
     def set_entry(self, parent: int, name: bytes, ino: int) -> None:
         self.db.dentry_set_ino(parent, self.env.seal_name(parent, name), ino)
 
+    def path_of(self, ino: int) -> bytes | None:
+        """A path (relative to the root, no leading slash) of `ino`, or None if it has no entry any more."""
+        parts: list[bytes] = []
+        while ino != ROOT:
+            found = self.db.dentry_of(ino)
+            if found is None or len(parts) > 4096:
+                return None
+            parent, blob = found
+            parts.append(self.env.open_name(parent, blob))
+            ino = parent
+        return b"/".join(reversed(parts))
+
     def has_entries(self, parent: int) -> bool:
         return self.db.dentry_has_children(parent)
 
@@ -459,6 +472,11 @@ class Store:
 
     def xattr_names(self, row: InodeRow) -> list[bytes]:
         return [self.env.open_xattr_name(row.id, bytes(n)) for n, _ in self.db.xattr_list(row.id)]
+
+    # -- index queue ----------------------------------------------------------------------------------------
+    def queue_for_index(self, ino: int) -> None:
+        """Ask the indexer to look at `ino` again; part of the caller's unit of work, so never lost."""
+        IndexTables(self.db).enqueue(ino, _now())
 
     # -- whole-store figures --------------------------------------------------------------------------------
     def statvfs(self) -> os.statvfs_result:

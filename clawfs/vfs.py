@@ -19,9 +19,11 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from .control import NAME as CTL_NAME
+from .control import ControlTree, Node
 from .db import InodeRow
 from .errors import (
     Exists,
@@ -72,6 +74,7 @@ class Attr:
     atime_ns: int
     mtime_ns: int
     ctime_ns: int
+    volatile: bool = False  # generated (the .clawfs tree): the kernel must not cache it
 
 
 @dataclass
@@ -93,10 +96,41 @@ def _check_name(name: bytes) -> None:
 
 
 class VFS:
-    def __init__(self, store: Store, *, readonly: bool = False) -> None:
+    def __init__(self, store: Store, *, readonly: bool = False, control: ControlTree | None = None,
+                 on_change: Callable[[], None] | None = None) -> None:
         self.store = store
         self.readonly = readonly
         self.inodes = InodeTable(self._nlink_of, self._purge)
+        self.control = control
+        self._on_change = on_change  # wakes the indexer; the queue row itself is written with the change
+
+    def _changed(self, ino: int) -> None:
+        """Queue `ino` for the indexer (inside the caller's unit of work) and wake it."""
+        if not self.readonly:
+            self.store.queue_for_index(ino)
+            if self._on_change:
+                self._on_change()
+
+    def _ctl(self, ino: int) -> bool:
+        return self.control is not None and self.control.owns(ino)
+
+    def is_generated(self, ino: int) -> bool:
+        """A file whose contents are generated on demand (the .clawfs tree), not stored."""
+        return self._ctl(ino)
+
+    def _ctl_attr(self, node: Node) -> Attr:
+        assert self.control is not None
+        t = self.control.created_ns
+        nlink = 2 if stat.S_ISDIR(node.mode) else 1
+        return Attr(node.ino, 0, node.mode, nlink, self.control.uid, self.control.gid, 0, len(node.data), 0,
+                    4096, t, t, t, volatile=True)
+
+    def _ctl_node(self, ino: int) -> Node:
+        assert self.control is not None
+        node = self.control.node(ino)
+        if node is None:
+            raise NotFound("gone from .clawfs")
+        return node
 
     # -- helpers --------------------------------------------------------------------------------------------
     def _nlink_of(self, ino: int) -> int | None:
@@ -108,9 +142,11 @@ class VFS:
             with self.store.transaction():
                 self.store.purge(ino)
 
-    def _writable(self) -> None:
+    def _writable(self, *inos: int) -> None:
         if self.readonly:
             raise ReadOnly("mounted read-only")
+        if any(self._ctl(i) for i in inos):
+            raise ReadOnly(".clawfs is read-only")
 
     def attr(self, row: InodeRow) -> Attr:
         bs = self.store.block_size
@@ -138,6 +174,11 @@ class VFS:
 
     # -- lookups and attributes -----------------------------------------------------------------------------
     def lookup(self, parent: int, name: bytes) -> Attr:
+        if self.control is not None and (self._ctl(parent) or (parent == ROOT and name == CTL_NAME)):
+            node = self.control.node(self.control.root) if parent == ROOT else self.control.lookup(parent, name)
+            if node is None:
+                raise NotFound()
+            return self._ctl_attr(node)
         self._dir(parent)
         if name == b".":
             row = self.store.get(parent)
@@ -157,12 +198,14 @@ class VFS:
             self.inodes.forget(ino, n)
 
     def getattr(self, ino: int) -> Attr:
+        if self._ctl(ino):
+            return self._ctl_attr(self._ctl_node(ino))
         return self.attr(self.store.get(ino))
 
     def setattr(self, ino: int, *, mode: int | None = None, uid: int | None = None, gid: int | None = None,
                 size: int | None = None, atime_ns: int | None = None, mtime_ns: int | None = None,
                 ctime_ns: int | None = None) -> Attr:
-        self._writable()
+        self._writable(ino)
         with self.store.transaction():
             row = self.store.get(ino)
             now = time.time_ns()
@@ -173,6 +216,7 @@ class VFS:
                 if size != row.size:
                     fields["nblocks"] = row.nblocks + self.store.truncate(row, size)
                     fields["size"] = size
+                    self._changed(ino)
                 fields["mtime_ns"] = now
             if mode is not None:
                 fields["mode"] = (row.mode & ~0o7777) | (mode & 0o7777)
@@ -188,6 +232,8 @@ class VFS:
             return self.attr(self.store.get(ino))
 
     def readlink(self, ino: int) -> bytes:
+        if self._ctl(ino):
+            return self._ctl_node(ino).data
         row = self.store.get(ino)
         if not stat.S_ISLNK(row.mode):
             raise Invalid("not a symlink")
@@ -196,7 +242,7 @@ class VFS:
     # -- creating -------------------------------------------------------------------------------------------
     def _create(self, parent: int, name: bytes, mode: int, ctx: Ctx, *, rdev: int = 0,
                 target: bytes | None = None) -> InodeRow:
-        self._writable()
+        self._writable(parent)
         _check_name(name)
         self.store.ensure_space(SMALL_CHANGE)
         with self.store.transaction():
@@ -234,7 +280,7 @@ class VFS:
         return self.inodes.open(row.id, flags), self.attr(row)
 
     def link(self, ino: int, new_parent: int, new_name: bytes) -> Attr:
-        self._writable()
+        self._writable(ino, new_parent)
         _check_name(new_name)
         with self.store.transaction():
             row = self.store.get(ino)
@@ -256,6 +302,8 @@ class VFS:
         """One directory entry of `row` is gone; directories lose their `.` link too."""
         nlink = 0 if stat.S_ISDIR(row.mode) else row.nlink - 1
         self.store.update(row.id, nlink=nlink, ctime_ns=now)
+        if nlink == 0 and stat.S_ISREG(row.mode):
+            self._changed(row.id)  # its chunks leave the index
         if stat.S_ISDIR(row.mode) and row.parent is not None:
             self.store.adjust(row.parent, "nlink", -1)
 
@@ -266,7 +314,7 @@ class VFS:
         self._remove(parent, name, want_dir=True)
 
     def _remove(self, parent: int, name: bytes, *, want_dir: bool) -> None:
-        self._writable()
+        self._writable(parent)
         with self.store.transaction():
             self._dir(parent)
             row = self._entry(parent, name)
@@ -296,7 +344,7 @@ class VFS:
             ino = parent
 
     def rename(self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes, flags: int = 0) -> None:
-        self._writable()
+        self._writable(old_parent, new_parent)
         if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == RENAME_NOREPLACE | RENAME_EXCHANGE:
             raise Invalid("unsupported rename flags")
         _check_name(new_name)
@@ -326,6 +374,8 @@ class VFS:
                 replaced = dst
             self.store.remove_entry(old_parent, old_name)
             self.store.add_entry(new_parent, new_name, src.id)
+            if stat.S_ISREG(src.mode):
+                self._changed(src.id)  # new path: search results and path filters follow at once
             self._move_dir(src, old_parent, new_parent, now)
             self._touch_dir(old_parent, now)
             self._touch_dir(new_parent, now)
@@ -364,6 +414,13 @@ class VFS:
 
     # -- files ----------------------------------------------------------------------------------------------
     def open(self, ino: int, flags: int) -> int:
+        if self._ctl(ino):
+            if flags & os.O_ACCMODE != os.O_RDONLY:
+                raise ReadOnly(".clawfs is read-only")
+            node = self._ctl_node(ino)
+            if stat.S_ISDIR(node.mode):
+                raise IsADir()
+            return self.inodes.open(ino, flags)
         row = self.store.get(ino)
         if stat.S_ISDIR(row.mode):
             raise IsADir()
@@ -380,13 +437,19 @@ class VFS:
         return h.ino
 
     def read(self, fh: int, offset: int, size: int) -> bytes:
-        return self.store.read(self.store.get(self._handle_ino(fh)), offset, size)
+        ino = self._handle_ino(fh)
+        if self._ctl(ino):
+            return self._ctl_node(ino).data[offset:offset + size]
+        return self.store.read(self.store.get(ino), offset, size)
 
     def write(self, fh: int, offset: int, data: bytes) -> int:
         self._writable()
         if not data:
             return 0
         self.store.ensure_space(len(data))
+        handle = self.inodes.handle(fh)
+        if handle is not None:
+            handle.dirty = True
         with self.store.transaction():
             row = self.store.get(self._handle_ino(fh))
             new_size, added = self.store.write(row, offset, data)
@@ -403,30 +466,58 @@ class VFS:
 
     def fsync(self, fh: int, datasync: bool) -> None:
         if not self.readonly:
+            self._queue_if_dirty(fh)
             self.store.sync()
 
+    def _queue_if_dirty(self, fh: int) -> None:
+        handle = self.inodes.handle(fh)
+        if handle is not None and handle.dirty:
+            handle.dirty = False
+            with self.store.transaction():
+                self._changed(handle.ino)
+
     def release(self, fh: int) -> None:
+        if not self.readonly:
+            self._queue_if_dirty(fh)
         self.inodes.close(fh)
 
     # -- directories ----------------------------------------------------------------------------------------
     def opendir(self, ino: int) -> int:
+        if self._ctl(ino):
+            if not stat.S_ISDIR(self._ctl_node(ino).mode):
+                raise NotADir()
+            return ino
         self._dir(ino)
         return ino
 
     def readdir(self, ino: int, start: int) -> Iterator[tuple[bytes, Attr, int]]:
         """(name, attributes, offset of the next entry) from offset `start`: `.` is 1, `..` is 2, an entry is
         2 + its id, so offsets stay valid while the directory changes."""
+        if self._ctl(ino):
+            yield from self._ctl_readdir(ino, start)
+            return
         row = self._dir(ino)
         if start < 1:
             yield b".", self.attr(row), 1
         if start < 2:
             yield b"..", self.attr(self.store.get(row.parent or ROOT)), 2
-        for entry_id, name, child in self.store.entries(ino, max(0, start - 2)):
+        if start < 3 and ino == ROOT and self.control is not None:
+            yield CTL_NAME, self._ctl_attr(self._ctl_node(self.control.root)), 3
+        for entry_id, name, child in self.store.entries(ino, max(0, start - 3)):
             child_row = self.store.db.inode_get(child)
             if child_row is None:
                 log.error("integrity: directory %d entry %d points to missing inode %d", ino, entry_id, child)
                 continue
-            yield name, self.attr(child_row), entry_id + 2
+            yield name, self.attr(child_row), entry_id + 3
+
+    def _ctl_readdir(self, ino: int, start: int) -> Iterator[tuple[bytes, Attr, int]]:
+        assert self.control is not None
+        node = self._ctl_node(ino)
+        parent = self.getattr(node.parent if node.parent else ROOT)
+        entries = [(b".", self._ctl_attr(node)), (b"..", parent)]
+        entries += [(name, self._ctl_attr(child)) for name, child in self.control.listing(ino)]
+        for offset, (name, attr) in enumerate(entries[start:], start + 1):
+            yield name, attr, offset
 
     def fsyncdir(self, ino: int, datasync: bool) -> None:
         self.fsync(0, datasync)
@@ -435,13 +526,18 @@ class VFS:
     def getxattr(self, ino: int, name: bytes) -> bytes:
         if not name.startswith(b"user."):
             raise NoData()
+        if self._ctl(ino):
+            value = self._ctl_node(ino).xattrs.get(name)
+            if value is None:
+                raise NoData()
+            return value
         value = self.store.xattr_get(self.store.get(ino), name)
         if value is None:
             raise NoData()
         return value
 
     def setxattr(self, ino: int, name: bytes, value: bytes) -> None:
-        self._writable()
+        self._writable(ino)
         if not name.startswith(b"user."):
             raise NotSupported("only user.* extended attributes are supported")
         if len(name) > XATTR_NAME_MAX:
@@ -455,10 +551,12 @@ class VFS:
             self.store.update(ino, ctime_ns=time.time_ns())
 
     def listxattr(self, ino: int) -> list[bytes]:
+        if self._ctl(ino):
+            return list(self._ctl_node(ino).xattrs)
         return self.store.xattr_names(self.store.get(ino))
 
     def removexattr(self, ino: int, name: bytes) -> None:
-        self._writable()
+        self._writable(ino)
         with self.store.transaction():
             if not self.store.xattr_remove(self.store.get(ino), name):
                 raise NoData()

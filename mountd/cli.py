@@ -171,7 +171,7 @@ def mkfs(store: str, passphrase_file: str | None, keyfile: str | None, recovery_
 @click.argument("mountpoint", type=click.Path())
 @click.option("-o", "opts", multiple=True, metavar="OPTS",
               help="Comma-separated: passphrase_file=F, keyfile=F, recovery_key_file=F, tpm_tcti=T, "
-                   "tpm_pin_file=F, notpm, accept_rollback, ro, allow_other, default_permissions, log_file=F, "
+                   "tpm_pin_file=F, notpm, accept_rollback, noindex, ro, allow_other, default_permissions, log_file=F, "
                    "debug, and the usual FUSE/kernel flags (nosuid, nodev, ...).")
 @click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground; log to stderr.")
 @click.pass_context

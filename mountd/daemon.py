@@ -14,9 +14,14 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from clawfs import fuse_ops
+from clawfs.control import ControlTree
 from clawfs.errors import StoreBusy, UserError
+from clawfs.index import engine
+from clawfs.index.engine import IndexCore
+from clawfs.index.indexer import Indexer
 from clawfs.keys import Credentials
 from clawfs.store import FLUSH_INTERVAL, Store, StoreLock
 from clawfs.vfs import VFS
@@ -67,9 +72,14 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, master: bytes,
     except (UserError, tpm.TpmError) as e:
         ready(str(e))
         return
+    indexer: Indexer | None = None
     try:
         forbid_core_dumps()
-        vfs = VFS(store, readonly=opts.readonly)
+        core = _index_core(store) if opts.index else None
+        if core is not None and not opts.readonly:
+            indexer = Indexer(store_path, master, core)
+        vfs = VFS(store, readonly=opts.readonly, control=_control_tree(store, core),
+                  on_change=indexer.notify if indexer else None)
         if not opts.readonly:
             purged = vfs.purge_orphans()
             store.mark_mounted()
@@ -91,6 +101,8 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, master: bytes,
             log.info("mounted %s on %s", store_path, mountpoint)
             if os.geteuid() == 0:  # after FUSE_INIT, which would cap it at 128 KiB again
                 threading.Timer(0.5, mounts.set_readahead, (mountpoint, READAHEAD_KIB)).start()
+            if indexer:
+                indexer.start()
             ready(None)
 
         fuse_ops.serve(on_started, every=(FLUSH_INTERVAL, vfs.commit_pending))
@@ -99,11 +111,32 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, master: bytes,
             ready(str(e))
         raise
     finally:
+        if indexer and started:
+            indexer.stop()
         if not opts.readonly:
             with contextlib.suppress(Exception):
                 store.mark_unmounted()
         store.close()
         log.info("unmounted %s", store_path)
+
+
+def _index_core(store: Store) -> IndexCore | None:
+    """The semantic index, or None (logged) when it cannot run here, e.g. the model package is missing."""
+    try:
+        return IndexCore.load(store)
+    except UserError as e:
+        log.warning("semantic index off for this mount: %s", e)
+        return None
+
+
+def _control_tree(store: Store, core: IndexCore | None) -> ControlTree:
+    def run_search(query: str, k: int) -> list[dict[str, Any]]:
+        assert core is not None
+        result = engine.search(store, core, query, k)
+        return [{"path": h.path, "score": h.score, "similarity": h.similarity, "snippet": h.snippet}
+                for h in result.hits]
+
+    return ControlTree(run_search if core else None, lambda: engine.status(store, core), os.getuid(), os.getgid())
 
 
 def mount(store_path: str, mountpoint: str, opts: MountOptions, creds: Credentials, *,

@@ -18,7 +18,7 @@ IGNORED = {"defaults", "auto", "noauto", "nofail", "_netdev", "user", "users", "
            "silent", "loud", "bg", "fg"}
 IGNORED_PREFIXES = ("x-", "comment=", "_")
 VALUE_KEYS = ("passphrase_file", "keyfile", "recovery_key_file", "log_file", "tpm_tcti", "tpm_pin_file")
-FLAGS = {"ro", "rw", "debug", "accept_rollback", "notpm"}
+FLAGS = {"ro", "rw", "debug", "accept_rollback", "notpm", "noindex"}
 
 
 @dataclass
@@ -32,6 +32,7 @@ class MountOptions:
     tpm_pin_file: str | None = None
     use_tpm: bool = True
     accept_rollback: bool = False
+    index: bool = True
     debug: bool = False
     fuse: list[str] = field(default_factory=list)
 
@@ -86,6 +87,8 @@ def parse(option_strings: list[str]) -> MountOptions:
                 opts.accept_rollback = True
             elif item == "notpm":
                 opts.use_tpm = False
+            elif item == "noindex":
+                opts.index = False
             elif item in KERNEL_FLAGS:
                 if item not in opts.fuse:
                     opts.fuse.append(item)

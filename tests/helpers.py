@@ -42,9 +42,12 @@ class StoreFixture:
         report = self.fsck()
         assert report["clean"], f"fsck found problems: {report['problems']}"
 
-    def mount(self, mnt: Path, *opts: str) -> None:
+    def mount(self, mnt: Path, *opts: str, index: bool = False) -> None:
+        """Mount; the semantic index is off unless asked for (it loads torch: seconds of CPU per mount, which
+        filesystem tests do not need; tests/test_index_*.py turn it on)."""
         mnt.mkdir(exist_ok=True)
-        all_opts = ",".join([f"passphrase_file={self.passfile}", f"log_file={self.tmp / 'mount.log'}", *opts])
+        all_opts = ",".join([f"passphrase_file={self.passfile}", f"log_file={self.tmp / 'mount.log'}", *opts,
+                             *([] if index else ["noindex"])])
         run("mount", str(self.path), str(mnt), "-o", all_opts)
 
     def umount(self, mnt: Path) -> None:

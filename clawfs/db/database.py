@@ -248,6 +248,11 @@ class Database:
             "SELECT id, name, ino FROM dentries WHERE parent = ? AND id > ? ORDER BY id", (parent, after_id)
         )
 
+    def dentry_of(self, ino: int) -> tuple[int, bytes] | None:
+        """(parent, encrypted name) of one entry that links to `ino` (the oldest)."""
+        row = self._execute("SELECT parent, name FROM dentries WHERE ino = ? ORDER BY id LIMIT 1", (ino,)).fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
     def dentry_has_children(self, parent: int) -> bool:
         return self._scalar("SELECT 1 FROM dentries WHERE parent = ? LIMIT 1", (parent,)) is not None
 

@@ -23,6 +23,19 @@ dentries(id PK AUTOINCREMENT, parent, name, ino)   name = AES-SIV(name, parent);
 blocks(ino, idx, data, PK(ino, idx))   one AES-GCM block per `block_size` bytes of plaintext; holes are absent
 xattrs(ino, name, value, PK(ino, name))  name = AES-SIV(name, inode), value = AES-GCM
 schema_migrations(version PK, description, applied_ns)
+
+Version 2 tables (the semantic index; see clawfs/index/):
+
+index_queue(ino PK, queued_ns)      files whose contents changed and wait for the indexer; written in the same
+                                    transaction as the change, so a crash never loses one
+index_files(ino PK, generation, indexed_ns, chunks)   what the indexer last saw of each file
+chunks(id PK AUTOINCREMENT, ino, seq, start, end, vector_id)   a file's text pieces (character offsets into
+                                    its UTF-8 text; the text itself is read from the file when needed)
+vectors(id PK AUTOINCREMENT, digest UNIQUE, refs, data)   one embedding per distinct chunk text:
+                                    digest = HMAC(index key, text), so copies share a vector; data = AES-GCM
+                                    of the float32 vector; refs = chunks that use it
+fts(tokens) fts5, contentless       rowid = chunk id; tokens = the chunk's words, each a keyed HMAC (blind)
+index_meta(key PK, value)           embedder name and dimension, HNSW parameters, the encrypted HNSW snapshot
 """
 
 from __future__ import annotations
@@ -83,5 +96,35 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
 ]
+
+MIGRATIONS.append((
+    2,
+    "semantic index: queue, chunks, deduplicated encrypted vectors, blind-token FTS5, index meta",
+    """
+    CREATE TABLE index_queue (ino INTEGER PRIMARY KEY, queued_ns INTEGER NOT NULL);
+    CREATE TABLE index_files (
+        ino INTEGER PRIMARY KEY, generation INTEGER NOT NULL, indexed_ns INTEGER NOT NULL,
+        chunks INTEGER NOT NULL
+    );
+    CREATE TABLE chunks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ino INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        start INTEGER NOT NULL,
+        end INTEGER NOT NULL,
+        vector_id INTEGER NOT NULL
+    );
+    CREATE INDEX chunks_by_ino ON chunks (ino, seq);
+    CREATE INDEX chunks_by_vector ON chunks (vector_id);
+    CREATE TABLE vectors (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        digest BLOB NOT NULL UNIQUE,
+        refs INTEGER NOT NULL,
+        data BLOB NOT NULL
+    );
+    CREATE VIRTUAL TABLE fts USING fts5(tokens, content='', contentless_delete=1);
+    CREATE TABLE index_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+    """,
+))
 
 LATEST = MIGRATIONS[-1][0]

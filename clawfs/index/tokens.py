@@ -1,0 +1,89 @@
+"""Blind full-text tokens and rank fusion: BM25 over an FTS5 table that never holds a plaintext word.
+
+This module owns the text side of hybrid search:
+    * `tokenize`: NFKC-normalised, case-folded runs of Unicode letters and digits (underscore and punctuation
+      separate words, as FTS5's unicode61 tokenizer does).  No stop words are dropped: BM25's idf already
+      discounts common words, and short tokens such as "id" or "v2" are often the point of a query.
+    * `blind`: each token becomes "t" + base32(HMAC-SHA256(key, token)[:10]) -- 17 characters of [a-z2-7], one
+      FTS5 token that cannot be read as an operator.  The map is one-to-one in practice (80 bits), so term
+      frequencies, document lengths and therefore BM25 scores are exactly those of the plaintext tokens, while the
+      table holds only keyed hashes.  The key is the store's "tokens" subkey (`Envelope.subkey("tokens")`).
+      What it does not hide: equal words in different files have equal tokens, so token frequencies (and the
+      word count of each chunk) are visible to whoever reads the raw database.
+    * `blind_query`: an FTS5 MATCH expression, an OR of the quoted blinded query tokens.
+    * `rrf_fuse`: Reciprocal Rank Fusion of several rankings (BM25 and vector).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+
+TOKEN_BYTES = 10
+PREFIX = "t"
+RRF_K = 60
+_DOMAIN = b"clawfs/v1/token\x00"
+_WORD = re.compile(r"[^\W_]+")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case words of `text` in order, repeats kept (term frequency matters to BM25)."""
+    return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+
+
+def _mac(key: bytes) -> hmac.HMAC:
+    if len(key) < 16:
+        raise ValueError("the token key must be at least 16 bytes")
+    return hmac.new(key, _DOMAIN, hashlib.sha256)
+
+
+def blind(tokens: Iterable[str], key: bytes) -> list[str]:
+    """Each token replaced by its keyed, truncated HMAC in an FTS5-safe alphabet; order and repeats kept."""
+    base = _mac(key)
+    out = []
+    for token in tokens:
+        mac = base.copy()
+        mac.update(token.encode("utf-8", "surrogatepass"))
+        out.append(PREFIX + base64.b32encode(mac.digest()[:TOKEN_BYTES]).decode("ascii").lower())
+    return out
+
+
+def blind_text(text: str, key: bytes) -> str:
+    """The FTS5 column value for `text`: its blinded tokens separated by spaces."""
+    return " ".join(blind(tokenize(text), key))
+
+
+def blind_query(query: str, key: bytes) -> str:
+    """An FTS5 MATCH expression for `query` (OR of its distinct blinded tokens, quoted).
+
+    Empty when the query has no word at all: the caller then skips the full-text side (an empty MATCH is an
+    FTS5 syntax error).
+    """
+    distinct = list(dict.fromkeys(tokenize(query)))
+    return " OR ".join(f'"{token}"' for token in blind(distinct, key))
+
+
+def rrf_fuse(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> list[tuple[int, float]]:
+    """Reciprocal Rank Fusion: score(id) = sum over rankings of 1 / (k + rank), rank counted from 1.
+
+    Best first; ties go to the id with the better single rank, then the smaller id.  An id repeated within
+    one ranking counts once, at its first position.
+    """
+    if k < 0:
+        raise ValueError("k must not be negative")
+    score: dict[int, float] = {}
+    best: dict[int, int] = {}
+    for ranking in rankings:
+        seen: set[int] = set()
+        for rank, doc in enumerate(ranking, start=1):
+            if doc in seen:
+                continue
+            seen.add(doc)
+            score[doc] = score.get(doc, 0.0) + 1.0 / (k + rank)
+            best[doc] = min(best.get(doc, rank), rank)
+    order = sorted(score, key=lambda d: (-score[d], best[d], d))
+    return [(d, score[d]) for d in order]
