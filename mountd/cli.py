@@ -22,7 +22,7 @@ from clawfs.errors import UserError
 from clawfs.store import DEFAULT_BLOCK_SIZE, Store, read_info
 from kernel import tpm
 
-from . import credentials, daemon, logs, options
+from . import credentials, daemon, logs, options, searching
 
 KEY_OPTION_NAMES = ("passphrase_file", "keyfile", "recovery_key_file", "tpm_tcti", "tpm_pin_file", "no_tpm")
 key_options = [
@@ -369,6 +369,52 @@ def key_remove(store: str, slot_id: int, creds: keys.Credentials) -> int:
     finally:
         st.close()
     click.echo(f"clawfs: removed key slot {slot_id}", err=True)
+    return 0
+
+
+# -- semantic search --------------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("query")
+@click.option("--mount", "mountpoint", type=click.Path(), help="Ask the daemon serving this mount.")
+@click.option("--store", type=click.Path(), help="Open this (unmounted) store instead.")
+@with_key_options
+@click.option("-k", "k", default=10, show_default=True, help="How many files to return.")
+@click.option("--path", "prefix", help="Only files under this path (relative to the mount root).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def search(query: str, mountpoint: str | None, store: str | None, creds: keys.Credentials, k: int,
+           prefix: str | None, as_json: bool) -> int:
+    """Find files by meaning (and words): hybrid vector + BM25 search, best first."""
+    if bool(mountpoint) == bool(store):
+        raise UserError("give exactly one of --mount MOUNTPOINT or --store STORE")
+    if k < 1:
+        raise UserError("-k must be at least 1")
+    result = (searching.via_mount(mountpoint, query, k, prefix) if mountpoint
+              else searching.via_store(store or "", creds, query, k, prefix))
+    if as_json:
+        _emit_json(result)
+        return 0
+    if result["truncated"]:
+        click.echo(f"clawfs: note: the query was cut to the model's {result['max_tokens']} tokens", err=True)
+    for hit in result["hits"]:
+        click.echo(f"{hit['rank']:>3}  {hit['score']:.4f}  {hit['path']}\n       {hit['snippet']}")
+    if not result["hits"]:
+        click.echo("clawfs: no matches", err=True)
+        return 1
+    return 0
+
+
+@cli.command()
+@click.argument("store", type=click.Path())
+@click.option("--embedder", default=None, help="all-MiniLM-L6-v2 (default) or hashing-384 (no model).")
+@with_key_options
+def reindex(store: str, embedder: str | None, creds: keys.Credentials) -> int:
+    """Rebuild STORE's index from its files (with another embedder if given)."""
+    st = Store.open(store, creds)
+    try:
+        files = searching.reindex(st, embedder, show_progress=sys.stderr.isatty())
+    finally:
+        st.close()
+    click.echo(f"clawfs: indexed {files} files", err=True)
     return 0
 
 

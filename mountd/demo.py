@@ -6,10 +6,12 @@ Everything lives under ./demo (the store, its passphrase and recovery key, the m
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 SAMPLE = Path(__file__).with_name("demo_home")
@@ -24,6 +26,19 @@ def sh(*args: str, check: bool = True, show: str | None = None) -> subprocess.Co
     if check and proc.returncode:
         raise SystemExit(f"demo: `{shlex.join(args)}` failed with exit code {proc.returncode}")
     return proc
+
+
+def wait_for_index(mnt: Path, timeout: float = 120.0) -> None:
+    """Indexing runs in the background (the first file also loads the model); wait until nothing is pending."""
+    print("\n# waiting for the background indexer (.clawfs/status) ...", flush=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = json.loads((mnt / ".clawfs" / "status").read_text())
+        if status["pending"] == 0 and status["files"]:
+            print(f"# indexed: {status['files']} files, {status['chunks']} chunks, embedder {status['embedder']}")
+            return
+        time.sleep(0.5)
+    raise SystemExit("demo: the index did not catch up in time; see the mount log")
 
 
 def main() -> None:
@@ -46,6 +61,14 @@ def main() -> None:
         sh("cat", str(mnt / "IDENTITY.md"), show="cat demo/mnt/IDENTITY.md")
         sh("grep", "-rn", "deadline", str(mnt), show="grep -rn deadline demo/mnt")
         sh("df", "-h", str(mnt), show="df -h demo/mnt")
+        print("\n# grep finds words; the index finds meaning (no file says 'when is the grant due'):")
+        sh("grep", "-rli", "when is the grant due", str(mnt), check=False,
+           show="grep -rli 'when is the grant due' demo/mnt")
+        wait_for_index(mnt)
+        sh(CLAWFS, "search", "when is the grant due", "--mount", str(mnt), "-k", "3",
+           show=f"{c} search 'when is the grant due' --mount demo/mnt -k 3")
+        query = "what did we decide about the deadline"
+        sh("ls", str(mnt / ".clawfs" / "search" / query), show=f"ls 'demo/mnt/.clawfs/search/{query}'")
         print("\n# on disk there is only ciphertext: the same grep finds nothing in the store file")
         sh("grep", "-c", "deadline", str(store), str(store) + "-wal", check=False,
            show="grep -c deadline demo/agent.claw demo/agent.claw-wal")

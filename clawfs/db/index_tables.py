@@ -32,6 +32,9 @@ class IndexTables:
         row = self.conn.execute(sql, args).fetchone()
         return 0 if row is None else int(row[0])
 
+    def dequeue_all(self, ino: int) -> None:
+        self.conn.execute("DELETE FROM index_queue WHERE ino = ?", (ino,))
+
     def queue_length(self) -> int:
         return self._count("SELECT count(*) FROM index_queue")
 

@@ -35,6 +35,9 @@ log = logging.getLogger("clawfs.index")
 MAX_FILE_BYTES = 4 * 1024 * 1024
 """Text files larger than this are not indexed (logs and dumps; the agent's notes are far smaller)."""
 CANDIDATES = 50  # per side of the hybrid search, before Reciprocal Rank Fusion (k=60)
+MIN_SIMILARITY = 0.2
+"""Vector candidates less similar than this are dropped (MiniLM puts unrelated text at about 0.0-0.15), so a
+search lists what matches, not every file of the store."""
 SETTINGS = {"hnsw_m": 16, "hnsw_ef_construction": 200, "hnsw_ef": 64, "exact_below": 20_000}
 """Index parameters, kept per store in index_meta (`clawfs bench hnsw --apply` changes them)."""
 
@@ -209,6 +212,8 @@ def search(store: Store, core: IndexCore, query: str, k: int = 10, path_prefix: 
     vec_chunks: list[int] = []
     if len(core.vectors):
         for vid, sim in core.vectors.search(q.vector, min(CANDIDATES, len(core.vectors))):
+            if sim < MIN_SIMILARITY:
+                continue
             for cid in tables.chunks_with_vector(vid):
                 vec_chunks.append(cid)
                 similarity[cid] = sim

@@ -3,7 +3,8 @@
 The VFS queues changed files (in the transaction of the change) and calls `notify()`; the thread waits
 `DEBOUNCE` after a file's last change (an editor's save is several writes), indexes it, and commits.  Nothing
 here runs on the FUSE request path.  The model loads on the first file to embed (importing torch takes
-seconds), and `stop()` interrupts between embedding batches: what is still queued waits for the next mount.  The HNSW snapshot is written every `SNAPSHOT_EVERY` changes or
+seconds), and `stop()` interrupts between embedding batches: what is still queued waits for the next mount.
+The HNSW snapshot is written every `SNAPSHOT_EVERY` changes or
 `SNAPSHOT_SECONDS`, and at stop.
 """
 
