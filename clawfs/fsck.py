@@ -7,7 +7,9 @@ Checks, each problem named with its inode (and block or entry):
   - every symlink target and xattr name and value decrypts;
   - link counts match the entries (files) and the subdirectories (directories); a directory's parent matches
     its one entry; every linked inode is reachable from the root;
-  - no blocks or xattrs belong to a missing inode.
+  - no blocks or xattrs belong to a missing inode;
+  - the index matches the files: no chunks of deleted files, vector reference counts right, every vector and
+    the HNSW snapshot authenticate.
 Orphans (unlinked while open when the daemon died) are reported as notes: the next mount purges them.
 """
 
@@ -18,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from .db.index_tables import IndexTables
 from .errors import IntegrityError
 from .store import ROOT, Store
 
@@ -85,6 +88,7 @@ def check(store: Store, progress: Callable[[int], None] | None = None) -> Report
     _check_links(report, inodes, refs, subdirs, entry_parent)
     _check_reachable(report, inodes, children)
     _check_contents(report, store, inodes, progress)
+    _check_index(report, store, inodes)
     report.counts = {"inodes": len(inodes), "entries": sum(refs.values()),
                      "blocks": sum(r.nblocks for r in inodes.values())}
     return report
@@ -157,3 +161,35 @@ def _check_contents(report: Report, store: Store, inodes: dict,  # type: ignore[
                 env.open_xattr_value(ino, row.generation, bytes(xname), bytes(value))
             except IntegrityError:
                 report.add("xattr", f"inode {ino}: an extended attribute fails authentication", ino)
+
+
+def _check_index(report: Report, store: Store, inodes: dict) -> None:  # type: ignore[type-arg]
+    """The index against the files: chunks of live files only, reference counts, every vector authentic."""
+    tables = IndexTables(store.db)
+    uses: Counter[int] = Counter()
+    queued = {ino for ino, _ in tables.queued(1 << 62, 1 << 30)}  # the indexer catches up on these
+    for ino, _chunks in tables.indexed_files():
+        row = inodes.get(ino)
+        if (row is None or row.nlink == 0) and ino not in queued:
+            report.add("index", f"the index still holds inode {ino}, which is gone (`clawfs reindex` rebuilds it)", ino)
+    for ino, vector_id in tables.all_chunks():
+        uses[vector_id] += 1
+        if ino not in inodes and ino not in queued:
+            report.add("index", f"a chunk belongs to missing inode {ino}", ino)
+    for vector_id, digest, sealed in tables.vectors():
+        try:
+            store.env.open_vector(bytes(digest), bytes(sealed))
+        except IntegrityError:
+            report.add("index", f"index vector {vector_id} fails authentication")
+        refs = tables.vector_refs(vector_id)
+        if refs != uses[vector_id]:
+            report.add("index", f"index vector {vector_id} counts {refs} uses but {uses[vector_id]} chunks use it")
+    blob = tables.meta("snapshot")
+    if blob is not None:
+        try:
+            store.env.open_snapshot(bytes(blob))
+        except IntegrityError:
+            report.notes.append("the index snapshot fails authentication; the next mount rebuilds it")
+    pending = tables.queue_length()
+    if pending:
+        report.notes.append(f"{pending} files wait for the indexer (indexed at the next mount)")

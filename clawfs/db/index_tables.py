@@ -62,6 +62,13 @@ class IndexTables:
     def set_file(self, ino: int, generation: int, now_ns: int, chunks: int) -> None:
         self.conn.execute("INSERT OR REPLACE INTO index_files VALUES (?, ?, ?, ?)", (ino, generation, now_ns, chunks))
 
+    def all_chunks(self) -> Iterator[tuple[int, int]]:
+        """(ino, vector id) of every chunk."""
+        yield from self.conn.execute("SELECT ino, vector_id FROM chunks")
+
+    def vector_refs(self, vector_id: int) -> int:
+        return self._count("SELECT refs FROM vectors WHERE id = ?", (vector_id,))
+
     def chunk(self, chunk_id: int) -> tuple[int, int, int, int] | None:
         """(ino, start, end, vector id) of a chunk."""
         row = self.conn.execute("SELECT ino, start, end, vector_id FROM chunks WHERE id = ?", (chunk_id,)).fetchone()
