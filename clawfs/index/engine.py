@@ -28,7 +28,7 @@ from ..errors import IntegrityError, UserError
 from ..store import Store
 from . import chunker, tokens
 from .embedder import DEFAULT_EMBEDDER, Embedder, get_embedder
-from .vectors import SnapshotError, VectorIndex
+from .vectors import IndexParams, SnapshotError, VectorIndex
 
 log = logging.getLogger("clawfs.index")
 
@@ -98,26 +98,25 @@ def _load_vectors(store: Store, tables: IndexTables, dim: int, settings: dict[st
         except (IntegrityError, SnapshotError) as e:
             log.warning("index snapshot unusable (%s); rebuilding it from the stored vectors", e)
     live = tables.vector_ids()
+    wanted = _params(dim, settings)
+    if index is not None and (index.params.M, index.params.ef_construction) != (wanted.M, wanted.ef_construction):
+        index = None  # the settings changed (`clawfs bench hnsw --apply`): the graph must be built anew
     if index is None or index.dim != dim:
         rows = [(vid, _vector_of(store, d, s)) for vid, d, s in tables.vectors()]
         if not rows:
             return VectorIndex(dim, M=settings["hnsw_m"], ef_construction=settings["hnsw_ef_construction"],
                                ef=settings["hnsw_ef"], exact_below=settings["exact_below"])
-        return VectorIndex.rebuild([r[0] for r in rows], np.stack([r[1] for r in rows]),
-                                   params=_params(dim, settings))
+        return VectorIndex.rebuild([r[0] for r in rows], np.stack([r[1] for r in rows]), params=wanted)
     present = {int(i) for i in index.ids()}
     for vid in present - live:
         index.remove(vid)
-    missing = sorted(live - present)
-    if missing:
-        found = [(vid, tables.vector_data(vid)) for vid in missing]
-        index.add([v for v, d in found if d], np.stack([_vector_of(store, *d) for _, d in found if d]))
+    found = [(vid, data) for vid in sorted(live - present) if (data := tables.vector_data(vid)) is not None]
+    if found:
+        index.add([v for v, _ in found], np.stack([_vector_of(store, *d) for _, d in found]))
     return index
 
 
-def _params(dim: int, settings: dict[str, int]) -> Any:
-    from .vectors import IndexParams
-
+def _params(dim: int, settings: dict[str, int]) -> IndexParams:
     return IndexParams(dim, settings["hnsw_m"], settings["hnsw_ef_construction"], settings["hnsw_ef"],
                        settings["exact_below"])
 
