@@ -1,4 +1,5 @@
-"""The `.clawfs/` control tree: a read-only virtual directory at the root of every mount.
+"""The `.clawfs/` control tree: a read-only virtual directory at the root of every mount, reachable by name but
+not listed (as ZFS's `.zfs`), so copies of a mount (`rsync -a`, `tar`, `cp -r`) hold the agent's files only.
 
     .clawfs/status                  JSON: embedder, files/chunks/vectors indexed, pending changes, last indexed
     .clawfs/search/<query>/         symlinks `NN-<name>` to the matching files, best first
@@ -75,10 +76,10 @@ class ControlTree:
         p = self.nodes.get(parent)
         if p is None:
             return None
+        if parent == self.search_ino and self._search is not None:
+            return self._query_dir(name)  # searched again at every lookup: results follow the files
         if name in p.children:
             return self.node(p.children[name])
-        if parent == self.search_ino and self._search is not None:
-            return self._query_dir(name)
         return None
 
     def listing(self, ino: int) -> list[tuple[bytes, Node]]:
@@ -89,7 +90,15 @@ class ControlTree:
     def _query_dir(self, name: bytes) -> Node:
         assert self._search is not None
         hits = self._search(name.decode("utf-8", "replace"), 20)
-        d = self._add(stat.S_IFDIR | 0o555, self.search_ino, name)
+        old = self._queries.pop(name, None)
+        if old is not None and old in self.nodes:  # refresh in place: the directory keeps its inode number
+            d = self.nodes[old]
+            for child in d.children.values():
+                self.nodes.pop(child, None)
+            d.children.clear()
+            d.hidden.clear()
+        else:
+            d = self._add(stat.S_IFDIR | 0o555, self.search_ino, name)
         lines = []
         for rank, hit in enumerate(hits, 1):
             path: bytes = hit["path"]

@@ -172,10 +172,17 @@ def _check_index(report: Report, store: Store, inodes: dict) -> None:  # type: i
         row = inodes.get(ino)
         if (row is None or row.nlink == 0) and ino not in queued:
             report.add("index", f"the index still holds inode {ino}, which is gone (`clawfs reindex` rebuilds it)", ino)
+    vector_ids = tables.vector_ids()
     for ino, vector_id in tables.all_chunks():
         uses[vector_id] += 1
         if ino not in inodes and ino not in queued:
             report.add("index", f"a chunk belongs to missing inode {ino}", ino)
+        if vector_id not in vector_ids:
+            report.add("index", f"a chunk of inode {ino} uses missing vector {vector_id}", ino)
+    indexed = {ino for ino, _ in tables.indexed_files()}
+    for ino, row in inodes.items():
+        if stat.S_ISREG(row.mode) and row.nlink and row.size and ino not in indexed and ino not in queued:
+            report.add("index", f"inode {ino} is neither indexed nor queued (`clawfs reindex` fixes it)", ino)
     for vector_id, digest, sealed in tables.vectors():
         try:
             store.env.open_vector(bytes(digest), bytes(sealed))

@@ -379,6 +379,11 @@ class Store:
                 log.error("integrity: %s (entry %d hidden; run `clawfs fsck`)", e, entry_id)
 
     # -- contents -------------------------------------------------------------------------------------------
+    def drop_cache(self) -> None:
+        """Forget decrypted blocks: a second connection (the indexer's) must, since writes made through the
+        mount's connection never reach this cache."""
+        self._cache.clear()
+
     def _drop_cached(self, ino: int, first: int = 0) -> None:
         for key in [k for k in self._cache if k[0] == ino and k[1] >= first]:
             del self._cache[key]

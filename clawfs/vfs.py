@@ -142,10 +142,10 @@ class VFS:
             with self.store.transaction():
                 self.store.purge(ino)
 
-    def _writable(self, *inos: int) -> None:
+    def _writable(self, *inos: int, names: tuple[tuple[int, bytes], ...] = ()) -> None:
         if self.readonly:
             raise ReadOnly("mounted read-only")
-        if any(self._ctl(i) for i in inos):
+        if any(self._ctl(i) for i in inos) or (self.control is not None and (ROOT, CTL_NAME) in names):
             raise ReadOnly(".clawfs is read-only")
 
     def attr(self, row: InodeRow) -> Attr:
@@ -314,7 +314,7 @@ class VFS:
         self._remove(parent, name, want_dir=True)
 
     def _remove(self, parent: int, name: bytes, *, want_dir: bool) -> None:
-        self._writable(parent)
+        self._writable(parent, names=((parent, name),))
         with self.store.transaction():
             self._dir(parent)
             row = self._entry(parent, name)
@@ -344,7 +344,7 @@ class VFS:
             ino = parent
 
     def rename(self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes, flags: int = 0) -> None:
-        self._writable(old_parent, new_parent)
+        self._writable(old_parent, new_parent, names=((old_parent, old_name), (new_parent, new_name)))
         if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == RENAME_NOREPLACE | RENAME_EXCHANGE:
             raise Invalid("unsupported rename flags")
         _check_name(new_name)
@@ -448,10 +448,12 @@ class VFS:
             return 0
         self.store.ensure_space(len(data))
         handle = self.inodes.handle(fh)
-        if handle is not None:
-            handle.dirty = True
         with self.store.transaction():
             row = self.store.get(self._handle_ino(fh))
+            if handle is not None and not handle.dirty:
+                # queued at the first write too, not only at release: a crash before close loses no event
+                handle.dirty = True
+                self._changed(row.id)
             new_size, added = self.store.write(row, offset, data)
             now = time.time_ns()
             self.store.update(row.id, size=new_size, nblocks=row.nblocks + added, mtime_ns=now, ctime_ns=now)
@@ -501,8 +503,8 @@ class VFS:
             yield b".", self.attr(row), 1
         if start < 2:
             yield b"..", self.attr(self.store.get(row.parent or ROOT)), 2
-        if start < 3 and ino == ROOT and self.control is not None:
-            yield CTL_NAME, self._ctl_attr(self._ctl_node(self.control.root)), 3
+        # `.clawfs` is not listed (as ZFS hides `.zfs`): `rsync -a`, `tar` and `cp -r` of a mount then copy the
+        # agent's files only, and a copy restored into another mount never tries to write into it.
         for entry_id, name, child in self.store.entries(ino, max(0, start - 3)):
             child_row = self.store.db.inode_get(child)
             if child_row is None:

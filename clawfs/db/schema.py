@@ -124,6 +124,7 @@ MIGRATIONS.append((
     );
     CREATE VIRTUAL TABLE fts USING fts5(tokens, content='', contentless_delete=1);
     CREATE TABLE index_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+    INSERT INTO index_queue SELECT id, 0 FROM inodes WHERE nlink > 0 AND (mode & 61440) = 32768;
     """,
 ))
 

@@ -64,6 +64,7 @@ class IndexCore:
     vectors: VectorIndex
     settings: dict[str, int] = field(default_factory=dict)
     last_indexed_ns: int = 0
+    snapshot_stale: bool = False  # rebuilt or caught up at load: worth saving again soon
 
     @classmethod
     def load(cls, store: Store, embedder_name: str | None = None) -> IndexCore:
@@ -80,15 +81,18 @@ class IndexCore:
                 tables.set_meta("embedder", name)
                 tables.set_meta("dim", embedder.dim)
         settings = {k: int(tables.meta(k) or v) for k, v in SETTINGS.items()}
-        return cls(embedder, _load_vectors(store, tables, embedder.dim, settings), settings)
+        vectors, stale = _load_vectors(store, tables, embedder.dim, settings)
+        return cls(embedder, vectors, settings, snapshot_stale=stale)
 
 
 def _vector_of(store: Store, digest: bytes, sealed: bytes) -> npt.NDArray[np.float32]:
     return np.frombuffer(store.env.open_vector(bytes(digest), bytes(sealed)), dtype=np.float32)
 
 
-def _load_vectors(store: Store, tables: IndexTables, dim: int, settings: dict[str, int]) -> VectorIndex:
-    """The snapshot brought up to date with the vectors table, or a rebuild from stored vectors."""
+def _load_vectors(store: Store, tables: IndexTables, dim: int,
+                  settings: dict[str, int]) -> tuple[VectorIndex, bool]:
+    """The snapshot brought up to date with the vectors table, or a rebuild from stored vectors; and whether
+    the stored snapshot is out of date."""
     index: VectorIndex | None = None
     blob = tables.meta("snapshot")
     if blob is not None:
@@ -105,15 +109,18 @@ def _load_vectors(store: Store, tables: IndexTables, dim: int, settings: dict[st
         rows = [(vid, _vector_of(store, d, s)) for vid, d, s in tables.vectors()]
         if not rows:
             return VectorIndex(dim, M=settings["hnsw_m"], ef_construction=settings["hnsw_ef_construction"],
-                               ef=settings["hnsw_ef"], exact_below=settings["exact_below"])
-        return VectorIndex.rebuild([r[0] for r in rows], np.stack([r[1] for r in rows]), params=wanted)
+                               ef=settings["hnsw_ef"], exact_below=settings["exact_below"]), False
+        if blob is None:
+            log.warning("no index snapshot; rebuilt it from %d stored vectors", len(rows))
+        return VectorIndex.rebuild([r[0] for r in rows], np.stack([r[1] for r in rows]), params=wanted), True
     present = {int(i) for i in index.ids()}
     for vid in present - live:
         index.remove(vid)
+    stale = bool(present ^ live)
     found = [(vid, data) for vid in sorted(live - present) if (data := tables.vector_data(vid)) is not None]
     if found:
         index.add([v for v, _ in found], np.stack([_vector_of(store, *d) for _, d in found]))
-    return index
+    return index, stale
 
 
 def _params(dim: int, settings: dict[str, int]) -> IndexParams:
@@ -161,6 +168,7 @@ def index_file(store: Store, core: IndexCore, ino: int, queued_ns: int | None = 
     transaction (the slow part, interruptible by `stop`) and commits chunks, vectors, tokens and the dequeue
     together."""
     tables = IndexTables(store.db)
+    store.drop_cache()
     generation, text = _file_text(store, ino)
     pieces = [] if text is None else chunker.chunk_text(
         text, max_tokens=core.embedder.chunk_tokens, overlap_tokens=core.embedder.overlap_tokens,

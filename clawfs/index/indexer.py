@@ -52,6 +52,9 @@ class Indexer:
     def _run(self) -> None:
         store = Store.open(self.store_path, Credentials(tpm=False), lock=False, master_key=self._master)
         try:
+            if self.core.snapshot_stale:  # rebuilt at load: save it, so the next mount starts from it
+                self._snapshot(store)
+                self.core.snapshot_stale = False
             while not self._stopping:
                 self._wake.wait(DEBOUNCE)
                 self._wake.clear()

@@ -30,6 +30,16 @@ _DOMAIN = b"clawfs/v1/token\x00"
 _WORD = re.compile(r"[^\W_]+")
 
 
+_STOP = """
+    a an and are as at be but by do does did for from had has have how i if in into is it its me my no not of on or
+    our so than that the their them then there these they this to was we were what when where which who why will
+    with you your about after before over under up down out
+"""
+STOP_WORDS = frozenset(_STOP.split())
+"""Left out of full-text queries: rank fusion sees only ranks, so a note sharing nothing but "a" with the query
+would otherwise tie with the best match by meaning."""
+
+
 def tokenize(text: str) -> list[str]:
     """Lower-case words of `text` in order, repeats kept (term frequency matters to BM25)."""
     return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
@@ -63,7 +73,8 @@ def blind_query(query: str, key: bytes) -> str:
     Empty when the query has no word at all: the caller then skips the full-text side (an empty MATCH is an
     FTS5 syntax error).
     """
-    distinct = list(dict.fromkeys(tokenize(query)))
+    words = tokenize(query)
+    distinct = list(dict.fromkeys([w for w in words if w not in STOP_WORDS] or words))
     return " OR ".join(f'"{token}"' for token in blind(distinct, key))
 
 
