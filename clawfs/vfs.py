@@ -102,6 +102,7 @@ class VFS:
         self.readonly = readonly
         self.inodes = InodeTable(self._nlink_of, self._purge)
         self.control = control
+        self._ctl_views: dict[int, bytes] = {}  # open handle -> the generated file's contents at open
         self._on_change = on_change  # wakes the indexer; the queue row itself is written with the change
 
     def _changed(self, ino: int) -> None:
@@ -420,7 +421,9 @@ class VFS:
             node = self._ctl_node(ino)
             if stat.S_ISDIR(node.mode):
                 raise IsADir()
-            return self.inodes.open(ino, flags)
+            fh = self.inodes.open(ino, flags)
+            self._ctl_views[fh] = node.data  # one consistent view per open: status changes while it is read
+            return fh
         row = self.store.get(ino)
         if stat.S_ISDIR(row.mode):
             raise IsADir()
@@ -439,7 +442,7 @@ class VFS:
     def read(self, fh: int, offset: int, size: int) -> bytes:
         ino = self._handle_ino(fh)
         if self._ctl(ino):
-            return self._ctl_node(ino).data[offset:offset + size]
+            return self._ctl_views.get(fh, b"")[offset:offset + size]
         return self.store.read(self.store.get(ino), offset, size)
 
     def write(self, fh: int, offset: int, data: bytes) -> int:
@@ -481,6 +484,7 @@ class VFS:
     def release(self, fh: int) -> None:
         if not self.readonly:
             self._queue_if_dirty(fh)
+        self._ctl_views.pop(fh, None)
         self.inodes.close(fh)
 
     # -- directories ----------------------------------------------------------------------------------------

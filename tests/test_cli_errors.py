@@ -17,6 +17,8 @@ import pytest
 from faults import assert_user_error, clawfs, info, mount_source, safe_unmount
 from helpers import PASSPHRASE, StoreFixture, is_mounted
 
+from clawfs import FORMAT_VERSION
+
 fuse = pytest.mark.fuse
 
 
@@ -411,7 +413,7 @@ def test_info_json_fields(tmp_path: Path) -> None:
                 "mounted_flag", "unclean_shutdowns"}
     assert expected <= set(i), f"missing fields: {expected - set(i)}"
     assert i["path"] == str(target.resolve())
-    assert i["format_version"] == 1
+    assert i["format_version"] == FORMAT_VERSION
     assert i["block_size"] == 16384
     assert re.fullmatch(r"[0-9a-f]{32}", i["store_id"]), i["store_id"]
     assert t0 - 10**9 <= i["created_ns"] <= time.time_ns() + 10**9
