@@ -76,6 +76,8 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, master: bytes,
     try:
         forbid_core_dumps()
         core = _index_core(store) if opts.index else None
+        if core is not None and opts.readonly:
+            core.load_vectors(store)  # no indexer thread on a read-only mount to do it
         if core is not None and not opts.readonly:
             indexer = Indexer(store_path, master, core)
         vfs = VFS(store, readonly=opts.readonly, control=_control_tree(store, core),
@@ -123,7 +125,7 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, master: bytes,
 def _index_core(store: Store) -> IndexCore | None:
     """The semantic index, or None (logged) when it cannot run here, e.g. the model package is missing."""
     try:
-        return IndexCore.load(store)
+        return IndexCore.open(store)  # the indexer thread loads the vectors once the mount is live
     except UserError as e:
         log.warning("semantic index off for this mount: %s", e)
         return None

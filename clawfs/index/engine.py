@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import stat
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,16 +59,51 @@ class SearchResult:
     truncated: bool
 
 
+LOAD_TIMEOUT = 120.0
+
+
 @dataclass
 class IndexCore:
+    """The shared part of a store's index.  `open` is instant; the vectors load with `load_vectors` (a mount
+    does that in the indexer thread, so the mount is live at once) and `vectors` waits for them."""
+
     embedder: Embedder
-    vectors: VectorIndex
     settings: dict[str, int] = field(default_factory=dict)
     last_indexed_ns: int = 0
     snapshot_stale: bool = False  # rebuilt or caught up at load: worth saving again soon
+    _vectors: VectorIndex | None = None
+    _ready: threading.Event = field(default_factory=threading.Event)
+    _load_error: str | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._ready.is_set() and self._vectors is not None
+
+    @property
+    def vectors(self) -> VectorIndex:
+        if not self._ready.wait(LOAD_TIMEOUT) or self._vectors is None:
+            raise UserError(f"the index is not loaded ({self._load_error or 'still loading'})")
+        return self._vectors
+
+    def load_vectors(self, store: Store) -> None:
+        try:
+            self._vectors, self.snapshot_stale = _load_vectors(store, IndexTables(store.db), self.embedder.dim,
+                                                               self.settings)
+        except Exception as e:
+            self._load_error = str(e)
+            raise
+        finally:
+            self._ready.set()
 
     @classmethod
     def load(cls, store: Store, embedder_name: str | None = None) -> IndexCore:
+        """`open` and `load_vectors` at once (the CLI's way)."""
+        core = cls.open(store, embedder_name)
+        core.load_vectors(store)
+        return core
+
+    @classmethod
+    def open(cls, store: Store, embedder_name: str | None = None) -> IndexCore:
         """Open the index of `store` (which must be writable the first time, to record the embedder)."""
         tables = IndexTables(store.db)
         configured = tables.meta("embedder")
@@ -81,8 +117,7 @@ class IndexCore:
                 tables.set_meta("embedder", name)
                 tables.set_meta("dim", embedder.dim)
         settings = {k: int(tables.meta(k) or v) for k, v in SETTINGS.items()}
-        vectors, stale = _load_vectors(store, tables, embedder.dim, settings)
-        return cls(embedder, vectors, settings, snapshot_stale=stale)
+        return cls(embedder, settings)
 
 
 def _vector_of(store: Store, digest: bytes, sealed: bytes) -> npt.NDArray[np.float32]:
@@ -255,8 +290,9 @@ def status(store: Store, core: IndexCore | None) -> dict[str, Any]:
     counts = tables.counts()
     return {
         "embedder": tables.meta("embedder"), "dim": tables.meta("dim"), **counts,
-        "vectors_in_memory": len(core.vectors) if core else None,
-        "search_mode": core.vectors.mode if core else None,
+        "vectors_in_memory": len(core.vectors) if core and core.loaded else None,
+        "search_mode": core.vectors.mode if core and core.loaded else None,
+        "loaded": core.loaded if core else False,
         "last_indexed_ns": core.last_indexed_ns if core else None,
         "settings": core.settings if core else None,
     }

@@ -52,6 +52,8 @@ class Indexer:
     def _run(self) -> None:
         store = Store.open(self.store_path, Credentials(tpm=False), lock=False, master_key=self._master)
         try:
+            if not self.core.loaded:  # the mount went live without waiting for this (a 100k-chunk index: ~1.5 s)
+                self.core.load_vectors(store)
             if self.core.snapshot_stale:  # rebuilt at load: save it, so the next mount starts from it
                 self._snapshot(store)
                 self.core.snapshot_stale = False
