@@ -69,6 +69,12 @@ class PermissionDenied(FsError):
     errno = _errno.EACCES
 
 
+class Busy(FsError):
+    """Another connection held the store's write lock past the busy timeout; retrying later can succeed."""
+
+    errno = _errno.EBUSY
+
+
 class IntegrityError(FsError):
     """Ciphertext failed authentication: tampered, swapped or moved. Reads as EIO, never as wrong bytes."""
 

@@ -35,6 +35,7 @@ from .db import Database, InodeRow, SlotRow
 from .db.index_tables import IndexTables
 from .db.schema import LATEST
 from .errors import (
+    Busy,
     FsError,
     IntegrityError,
     NewerFormat,
@@ -275,6 +276,9 @@ class Store:
             if isinstance(e, apsw.FullError) or "full" in str(e).lower():
                 raise NoSpace("the filesystem holding the store is full") from None
             raise FsError(f"store I/O error: {e}", err=errno.EIO) from None
+        except apsw.BusyError:
+            self._after_failed_unit()
+            raise Busy("the store stayed locked by another connection past the busy timeout") from None
 
     def _after_failed_unit(self) -> None:
         # SQLite may have cancelled the whole batch, not just this unit; then earlier (acknowledged, not yet
@@ -301,6 +305,8 @@ class Store:
             self.db.durable_commit()
         except (apsw.FullError, apsw.IOError):
             raise NoSpace("the filesystem holding the store is full") from None
+        except apsw.BusyError:
+            raise Busy("the store stayed locked by another connection past the busy timeout") from None
 
     # -- inodes ---------------------------------------------------------------------------------------------
     def get(self, ino: int) -> InodeRow:

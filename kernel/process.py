@@ -9,6 +9,18 @@ import resource
 PR_SET_DUMPABLE = 4
 
 
+def lower_thread_priority(nice: int = 10) -> None:
+    """Make the calling thread (and threads it starts later, e.g. torch's pool) yield the CPU to the rest of
+    the process: on Linux every thread has its own nice value."""
+    import os
+    import threading
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except OSError:
+        pass
+
+
 def forbid_core_dumps() -> None:
     """Keep the master key out of core files: RLIMIT_CORE 0 and PR_SET_DUMPABLE 0 (also blocks ptrace by
     non-root peers and hides /proc/PID/mem)."""

@@ -128,11 +128,23 @@ class Database:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """A unit of work: a savepoint inside an open batch, else its own transaction."""
-        if self.batching and not self.conn.in_transaction:
-            self._execute("BEGIN")
-        with self.conn:
-            yield
+        """A unit of work: a savepoint inside an open batch, else its own transaction.
+
+        Transactions begin IMMEDIATE: with two connections on one store (the mount's and its indexer's), a
+        deferred transaction that read first could not upgrade to writing after the other one committed
+        (SQLITE_BUSY_SNAPSHOT, which no busy timeout retries); taking the write lock up front waits instead."""
+        own = not self.conn.in_transaction
+        if own:
+            self._execute("BEGIN IMMEDIATE")
+        try:
+            with self.conn:
+                yield
+        except BaseException:
+            if own and not self.batching and self.conn.in_transaction:
+                self._execute("ROLLBACK")
+            raise
+        if own and not self.batching:
+            self._execute("COMMIT")
 
     def commit_batch(self) -> None:
         """Commit the open batch (group commit): many requests, one WAL append of each page they dirtied."""
@@ -144,9 +156,12 @@ class Database:
         self.commit_batch()
         self._execute("PRAGMA synchronous = FULL")
         try:
-            with self.conn:
-                self._execute("INSERT OR REPLACE INTO meta VALUES ('last_sync_ns', ?)", (time.time_ns(),))
+            self._execute("BEGIN IMMEDIATE")
+            self._execute("INSERT OR REPLACE INTO meta VALUES ('last_sync_ns', ?)", (time.time_ns(),))
+            self._execute("COMMIT")
         finally:
+            if self.conn.in_transaction:
+                self._execute("ROLLBACK")
             self._execute("PRAGMA synchronous = NORMAL")
 
     def schema_version(self) -> int:

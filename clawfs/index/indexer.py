@@ -14,7 +14,10 @@ import logging
 import threading
 import time
 
+from kernel.process import lower_thread_priority
+
 from ..db.index_tables import IndexTables
+from ..errors import Busy
 from ..keys import Credentials
 from ..store import Store
 from .engine import IndexCore, Interrupted, index_file, save_snapshot
@@ -50,6 +53,8 @@ class Indexer:
         self._thread.join()
 
     def _run(self) -> None:
+        # Background work: the FUSE loop must win the CPU while the model embeds (2 cores, torch uses both).
+        lower_thread_priority()
         store = Store.open(self.store_path, Credentials(tpm=False), lock=False, master_key=self._master)
         try:
             if not self.core.loaded:  # the mount went live without waiting for this (a 100k-chunk index: ~1.5 s)
@@ -83,6 +88,9 @@ class Indexer:
                 try:
                     index_file(store, self.core, ino, queued_ns, stop=lambda: self._stopping)
                 except Interrupted:
+                    return
+                except Busy:
+                    log.info("store busy; inode %d stays queued", ino)
                     return
                 except Exception as e:  # one bad file (say, a block failing authentication) must not stop the rest
                     self.errors += 1
