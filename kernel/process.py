@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import os
 import resource
+import threading
 
 PR_SET_DUMPABLE = 4
 
@@ -12,13 +15,8 @@ PR_SET_DUMPABLE = 4
 def lower_thread_priority(nice: int = 10) -> None:
     """Make the calling thread (and threads it starts later, e.g. torch's pool) yield the CPU to the rest of
     the process: on Linux every thread has its own nice value."""
-    import os
-    import threading
-
-    try:
+    with contextlib.suppress(OSError):  # best effort: an unprivileged user may still lower its own priority
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-    except OSError:
-        pass
 
 
 def forbid_core_dumps() -> None:
