@@ -418,6 +418,15 @@ def reindex(store: str, embedder: str | None, creds: keys.Credentials) -> int:
     return 0
 
 
+def _register_bench() -> None:
+    from . import bench_cli  # imports this module's key options, so it is registered once both exist
+
+    cli.add_command(bench_cli.bench)
+
+
+_register_bench()
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         rv = cli.main(args=argv, prog_name="clawfs", standalone_mode=False)
