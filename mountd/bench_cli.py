@@ -154,26 +154,3 @@ def _apply(store: str, creds: Credentials, rec: dict[str, Any]) -> None:
                                           if done["rebuilt"] else "same graph, new ef (no rebuild needed)"))
     if rec.get("exact_better"):
         click.echo(f"note: {rec['exact_reason']}")
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Run the group on its own (`python -m mountd.bench_cli hnsw ...`), with the clawfs error conventions."""
-    try:
-        rv = bench.main(args=argv, prog_name="clawfs bench", standalone_mode=False)
-    except UserError as e:
-        click.echo(f"clawfs: {e}", err=True)
-        sys.exit(e.exit_code)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except (click.Abort, KeyboardInterrupt):
-        click.echo("clawfs: interrupted", err=True)
-        sys.exit(130)
-    except OSError as e:
-        click.echo(f"clawfs: {e}", err=True)
-        sys.exit(1)
-    sys.exit(rv if isinstance(rv, int) else 0)
-
-
-if __name__ == "__main__":
-    main()

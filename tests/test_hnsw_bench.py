@@ -2,7 +2,7 @@
 
 The sweep runs on small synthetic data with a reduced grid (seconds, not minutes); `--apply` runs on a real
 encrypted store whose files are indexed with the model-free `hashing-384` embedder.  The CLI is driven in-process
-through `mountd.bench_cli.main` (the `bench` group as `clawfs bench` runs it), checking exit codes and the
+through `mountd.cli.main` (as `clawfs bench hnsw` runs it), checking exit codes and the
 `clawfs: ...` messages on stderr.
 """
 
@@ -26,7 +26,7 @@ from clawfs.index.embedder import HASHING_NAME
 from clawfs.keys import Credentials
 from clawfs.store import ROOT, Store, StoreLock
 from clawfs.vfs import VFS, Ctx
-from mountd import bench_cli
+from mountd import cli
 from mountd import hnsw_bench as hb
 
 PW = b"bench passphrase"
@@ -38,7 +38,7 @@ LIGHTHOUSE = ("Old Quillfeatherby keeps the lighthouse on the cliff; the lamp oi
 def run_cli(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     """`clawfs bench ARGS` in-process: (exit code, stdout, stderr)."""
     with pytest.raises(SystemExit) as exited:
-        bench_cli.main(list(args))
+        cli.main(["bench", *args])
     out, err = capsys.readouterr()
     return int(exited.value.code or 0), out, err
 

@@ -151,7 +151,8 @@ def test_swapped_blocks_of_one_file(tree: Tree) -> None:
 def _move_block(t: Tree) -> tuple[int, int]:
     """Move block 1 of victim.bin into the hole at block 1 of sparse.bin (same index, other inode)."""
     victim, sparse = t.ino["victim.bin"], t.ino["sparse.bin"]
-    assert 1 not in _blocks(t, "sparse.bin"), "sparse.bin should have a hole at block 1"
+    hole = 1
+    assert hole not in _blocks(t, "sparse.bin"), "sparse.bin should have a hole at block 1"
     with tamper(t.store.path) as db:
         db.execute("UPDATE blocks SET ino = ? WHERE ino = ? AND idx = 1", (sparse, victim))
     return victim, sparse
