@@ -31,7 +31,6 @@ import os
 import platform
 import random
 import re
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -121,27 +120,22 @@ class Config:
 
 
 class Progress:
-    """A rich progress bar on stderr, or nothing (`enabled=False`, as in tests)."""
+    """Progress on stderr: a rich progress bar on a terminal; elsewhere (CI logs) a plain line when a task starts
+    and at most every `LINE_EVERY` seconds; nothing with `enabled=False` (tests)."""
+
+    LINE_EVERY = 15.0
 
     def __init__(self, enabled: bool = True) -> None:
         self._bar: RichProgress | None = None
         self._console: Console | None = None
+        self._lines: dict[int, list[Any]] = {}  # task -> [description, completed, total]
+        self._last_line = 0.0
         if enabled:
             from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                SpinnerColumn,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
 
-            self._console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
-            self._bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                                 console=self._console)
+            self._console = Console(stderr=True)
+            if self._console.is_terminal:
+                self._bar = _rich_bar(self._console)
 
     def __enter__(self) -> Progress:
         if self._bar is not None:
@@ -153,13 +147,24 @@ class Progress:
             self._bar.stop()
 
     def task(self, description: str, total: float | None) -> int:
-        return -1 if self._bar is None else int(self._bar.add_task(description, total=total))
+        if self._bar is not None:
+            return int(self._bar.add_task(description, total=total))
+        if self._console is None:
+            return -1
+        task = len(self._lines)
+        self._lines[task] = [description, 0.0, total]
+        self._line(task, force=True)
+        return task
 
     def update(self, task: int, *, advance: float = 0, description: str | None = None) -> None:
         if self._bar is not None and task >= 0:
             from rich.progress import TaskID
 
             self._bar.update(TaskID(task), advance=advance, description=description)
+        elif task in self._lines:
+            state = self._lines[task]
+            state[0], state[1] = description or state[0], state[1] + advance
+            self._line(task)
 
     def finish(self, task: int) -> None:
         """Show the task complete (its total was an estimate, or None for a spinner)."""
@@ -172,7 +177,30 @@ class Progress:
 
     def log(self, message: str) -> None:
         if self._console is not None:
-            self._console.print(message, markup=False, highlight=False)
+            self._console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+    def _line(self, task: int, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_line >= self.LINE_EVERY:
+            self._last_line = now
+            description, completed, total = self._lines[task]
+            of = f" ({completed:,.0f}/{total:,.0f})" if total else ""
+            self.log(f"{time.strftime('%H:%M:%S')} {description}{of}")
+
+
+def _rich_bar(console: Console) -> RichProgress:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console)
 
 
 # ---- datasets ----------------------------------------------------------------------------------------------
@@ -1004,7 +1032,7 @@ def _recall_panel(ax: Any, size: dict[str, Any], config: dict[str, Any]) -> None
 def plot_build_memory(doc: dict[str, Any], path: Path) -> None:
     """Build time and index memory against M: one line per ef_construction (and size)."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, LogFormatter
 
     fig = Figure(figsize=(12, 4.8), layout="constrained")
     left, right = fig.subplots(1, 2)
@@ -1032,7 +1060,7 @@ def plot_build_memory(doc: dict[str, Any], path: Path) -> None:
         ax.set_xticks(all_m, [str(m) for m in all_m])
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(plain)
+        ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))  # labels minor ticks only on short axes
         ax.set_xlabel("M")
         ax.set_ylabel(what)
         ax.grid(True, which="both", alpha=0.3)
