@@ -24,6 +24,9 @@ Symlink target and xattr value
                                             AAD = b"CFSV" || store_id || inode || generation || xname (xattr)
     xattr names: AES-256-SIV(name, AD = [b"CFSX", store_id, inode(u64 BE)]).
 
+Store setting (table `settings`: migration progress and the like)
+    nonce(12) || AES-256-GCM_meta(JSON value) || tag, AAD = b"CFSS" || store_id || key (UTF-8)
+
 Index (clawfs/index): vector = nonce || AES-256-GCM(float32 bytes), AAD = b"CFSE" || store_id || digest, key
     subkey("index"); digest = HMAC-SHA256(subkey("digest"), chunk text) (equal texts share a vector without the
     text being stored); HNSW snapshot = nonce || AES-256-GCM(image), AAD = b"CFSH" || store_id, key
@@ -142,6 +145,12 @@ class Envelope:
 
     def open_snapshot(self, blob: bytes) -> bytes:
         return gcm_open(self._index, blob, b"CFSH" + self.store_id, "index snapshot")
+
+    def seal_setting(self, key: str, value: bytes) -> bytes:
+        return gcm_seal(self._meta, value, b"CFSS" + self.store_id + key.encode())
+
+    def open_setting(self, key: str, blob: bytes) -> bytes:
+        return gcm_open(self._meta, blob, b"CFSS" + self.store_id + key.encode(), f"setting {key!r}")
 
     def subkey(self, label: str, length: int = 32) -> bytes:
         """A key for a later layer (index vectors, blind tokens); each caller passes its own label."""

@@ -316,11 +316,11 @@ class Store:
         return row
 
     def new_inode(self, mode: int, uid: int, gid: int, *, rdev: int = 0, parent: int | None = None,
-                  target: bytes | None = None) -> InodeRow:
+                  target: bytes | None = None, flags: int = 0) -> InodeRow:
         now = _now()
         nlink = 2 if stat.S_ISDIR(mode) else 1
         gen = int.from_bytes(crypto.random_bytes(7), "big")
-        row = InodeRow(0, gen, mode, uid, gid, nlink, 0, rdev, now, now, now, 0, parent, None)
+        row = InodeRow(0, gen, mode, uid, gid, nlink, 0, rdev, now, now, now, 0, parent, None, flags)
         row.id = self.db.inode_insert(row)
         if target is not None:
             row.target = self.env.seal_target(row.id, gen, target)
@@ -483,6 +483,17 @@ class Store:
 
     def xattr_names(self, row: InodeRow) -> list[bytes]:
         return [self.env.open_xattr_name(row.id, bytes(n)) for n, _ in self.db.xattr_list(row.id)]
+
+    # -- settings -------------------------------------------------------------------------------------------
+    def setting(self, key: str) -> Any:
+        """A store setting (JSON), decrypted; None when unset."""
+        blob = self.db.setting_get(key)
+        return None if blob is None else json.loads(self.env.open_setting(key, blob))
+
+    def set_setting(self, key: str, value: Any) -> None:
+        """Set (or with None, remove) a setting; part of the caller's unit of work."""
+        sealed = None if value is None else self.env.seal_setting(key, json.dumps(value).encode())
+        self.db.setting_set(key, sealed)
 
     # -- index queue ----------------------------------------------------------------------------------------
     def queue_for_index(self, ino: int) -> None:

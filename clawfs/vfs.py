@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from . import home
 from .control import NAME as CTL_NAME
 from .control import ControlTree, Node
 from .db import InodeRow
@@ -36,6 +37,7 @@ from .errors import (
     NotEmpty,
     NotFound,
     NotSupported,
+    PermissionDenied,
     ReadOnly,
 )
 from .inodes import InodeTable
@@ -118,6 +120,22 @@ class VFS:
     def is_generated(self, ino: int) -> bool:
         """A file whose contents are generated on demand (the .clawfs tree), not stored."""
         return self._ctl(ino)
+
+    def uncached(self, ino: int) -> bool:
+        """Must bypass the kernel's page cache: generated files (they change under it) and secrets (a cached
+        page would let a read through without asking us; see clawfs/home.py)."""
+        if self._ctl(ino):
+            return True
+        row = self.store.db.inode_get(ino)
+        return row is not None and home.is_secret(row.flags)
+
+    def _secret_flag(self, prow: InodeRow, name: bytes, is_dir: bool) -> int:
+        """The flags a new entry `name` in directory `prow` gets: secret inside a secrets directory."""
+        if home.is_secret(prow.flags):
+            return home.FLAG_SECRET
+        if is_dir and name == home.SECRETS and home.names_secrets_dir(self.store.path_of(prow.id), name):
+            return home.FLAG_SECRET
+        return 0
 
     def _ctl_attr(self, node: Node) -> Attr:
         assert self.control is not None
@@ -257,7 +275,7 @@ class VFS:
                     mode |= stat.S_ISGID
             is_dir = stat.S_ISDIR(mode)
             row = self.store.new_inode(mode, ctx.uid, gid, rdev=rdev, parent=parent if is_dir else None,
-                                       target=target)
+                                       target=target, flags=self._secret_flag(prow, name, is_dir))
             self.store.add_entry(parent, name, row.id)
             if is_dir:
                 self.store.adjust(parent, "nlink", 1)
@@ -287,10 +305,11 @@ class VFS:
             row = self.store.get(ino)
             if stat.S_ISDIR(row.mode):
                 raise FsError("hard link to a directory", err=errno.EPERM)
-            self._dir(new_parent)
+            prow = self._dir(new_parent)
             if self.store.lookup(new_parent, new_name) is not None:
                 raise Exists()
             now = time.time_ns()
+            self._mark_if_secret(row, prow, new_name)
             self.store.add_entry(new_parent, new_name, ino)
             self.store.update(ino, nlink=row.nlink + 1, ctime_ns=now)
             self._touch_dir(new_parent, now)
@@ -352,8 +371,9 @@ class VFS:
         replaced: InodeRow | None = None
         with self.store.transaction():
             self._dir(old_parent)
-            self._dir(new_parent)
+            prow = self._dir(new_parent)
             src = self._entry(old_parent, old_name)
+            self._mark_if_secret(src, prow, new_name)
             dst_ino = self.store.lookup(new_parent, new_name)
             dst = self.store.get(dst_ino) if dst_ino is not None else None
             now = time.time_ns()
@@ -382,6 +402,18 @@ class VFS:
             self._touch_dir(new_parent, now)
         if replaced is not None:
             self.inodes.release_if_unused(replaced.id)
+
+    def _mark_if_secret(self, row: InodeRow, prow: InodeRow, name: bytes) -> None:
+        """`row` gets the name `name` in `prow`: a file becomes a secret there for good; a directory that
+        would turn into (or land in) a secrets directory without being one is refused with EXDEV, so `mv`
+        copies it file by file and each copy is marked (clawfs/home.py)."""
+        flag = self._secret_flag(prow, name, stat.S_ISDIR(row.mode))
+        if not flag or home.is_secret(row.flags):
+            return
+        if stat.S_ISDIR(row.mode):
+            raise FsError("a directory becomes secret only by being created in secrets/", err=errno.EXDEV)
+        self.store.update(row.id, flags=row.flags | flag)
+        row.flags |= flag
 
     def _check_replace(self, src: InodeRow, dst: InodeRow) -> None:
         if stat.S_ISDIR(dst.mode):
@@ -427,6 +459,9 @@ class VFS:
         row = self.store.get(ino)
         if stat.S_ISDIR(row.mode):
             raise IsADir()
+        if home.is_secret(row.flags) and flags & os.O_ACCMODE == os.O_RDONLY:
+            # O_RDWR must pass: with the writeback cache the kernel opens O_WRONLY files O_RDWR.  read() refuses.
+            raise PermissionDenied("secret values are write-only")
         if flags & os.O_ACCMODE != os.O_RDONLY:
             self._writable()
         if flags & os.O_TRUNC and row.size:
@@ -443,7 +478,10 @@ class VFS:
         ino = self._handle_ino(fh)
         if self._ctl(ino):
             return self._ctl_views.get(fh, b"")[offset:offset + size]
-        return self.store.read(self.store.get(ino), offset, size)
+        row = self.store.get(ino)
+        if home.is_secret(row.flags):
+            raise PermissionDenied("secret values are write-only")
+        return self.store.read(row, offset, size)
 
     def write(self, fh: int, offset: int, data: bytes) -> int:
         self._writable()

@@ -34,8 +34,9 @@ CHECKPOINT_PAGES = 1024
 does, the data takes its space twice (WAL and database), which the free-space reserve must cover."""
 
 INODE_COLUMNS = (
-    "id, generation, mode, uid, gid, nlink, size, rdev, atime_ns, mtime_ns, ctime_ns, nblocks, parent, target"
+    "id, generation, mode, uid, gid, nlink, size, rdev, atime_ns, mtime_ns, ctime_ns, nblocks, parent, target, flags"
 )
+FLAG_SECRET = 1  # inodes.flags: a secret (or a directory of secrets); see clawfs/home.py
 
 
 @dataclass
@@ -54,6 +55,7 @@ class InodeRow:
     nblocks: int
     parent: int | None
     target: bytes | None
+    flags: int = 0
 
 
 @dataclass
@@ -192,6 +194,16 @@ class Database:
     def meta_set(self, key: str, value: Any) -> None:
         self._execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
+    def setting_get(self, key: str) -> bytes | None:
+        value = self._scalar("SELECT value FROM settings WHERE key = ?", (key,))
+        return None if value is None else bytes(value)
+
+    def setting_set(self, key: str, value: bytes | None) -> None:
+        if value is None:
+            self._execute("DELETE FROM settings WHERE key = ?", (key,))
+        else:
+            self._execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value))
+
     def meta_all(self) -> dict[str, Any]:
         return {k: v for k, v in self._execute("SELECT key, value FROM meta")}
 
@@ -219,9 +231,9 @@ class Database:
         """Insert `row`; its id is used when non-zero (the root), else SQLite assigns a fresh, never-reused id."""
         values = (
             row.id or None, row.generation, row.mode, row.uid, row.gid, row.nlink, row.size, row.rdev,
-            row.atime_ns, row.mtime_ns, row.ctime_ns, row.nblocks, row.parent, row.target,
+            row.atime_ns, row.mtime_ns, row.ctime_ns, row.nblocks, row.parent, row.target, row.flags,
         )
-        self._execute(f"INSERT INTO inodes ({INODE_COLUMNS}) VALUES ({', '.join('?' * 14)})", values)
+        self._execute(f"INSERT INTO inodes ({INODE_COLUMNS}) VALUES ({', '.join('?' * 15)})", values)
         return int(self.conn.last_insert_rowid())
 
     def inode_update(self, ino: int, **fields: Any) -> None:

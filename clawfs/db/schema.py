@@ -36,6 +36,12 @@ vectors(id PK AUTOINCREMENT, digest UNIQUE, refs, data)   one embedding per dist
                                     of the float32 vector; refs = chunks that use it
 fts(tokens) fts5, contentless       rowid = chunk id; tokens = the chunk's words, each a keyed HMAC (blind)
 index_meta(key PK, value)           embedder name and dimension, HNSW parameters, the encrypted HNSW snapshot
+
+Version 3:
+
+inodes.flags                        bit 1 (FLAG_SECRET): a secret's value, or a directory of secrets (see
+                                    clawfs/home.py); set when created in or moved into `secrets/`, never cleared
+settings(key PK, value)             store settings that are not the index's: `migrate.*` progress and sources
 """
 
 from __future__ import annotations
@@ -125,6 +131,15 @@ MIGRATIONS.append((
     CREATE VIRTUAL TABLE fts USING fts5(tokens, content='', contentless_delete=1);
     CREATE TABLE index_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
     INSERT INTO index_queue SELECT id, 0 FROM inodes WHERE nlink > 0 AND (mode & 61440) = 32768;
+    """,
+))
+
+MIGRATIONS.append((
+    3,
+    "secrets (inode flags) and store settings",
+    """
+    ALTER TABLE inodes ADD COLUMN flags INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
     """,
 ))
 

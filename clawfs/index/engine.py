@@ -24,9 +24,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .. import home
+from ..db import InodeRow
 from ..db.index_tables import IndexTables
 from ..errors import IntegrityError, UserError
-from ..store import Store
+from ..store import ROOT, Store
 from . import chunker, tokens
 from .embedder import DEFAULT_EMBEDDER, Embedder, get_embedder
 from .vectors import IndexParams, SnapshotError, VectorIndex
@@ -176,6 +178,8 @@ def _file_text(store: Store, ino: int) -> tuple[int, str | None]:
     row = store.db.inode_get(ino)
     if row is None or row.nlink == 0 or not stat.S_ISREG(row.mode):
         return 0, None
+    if home.is_secret(row.flags):
+        return row.generation, None  # a secret's value is never read for the index (clawfs/home.py)
     if row.size > MAX_FILE_BYTES:
         return row.generation, None
     return row.generation, chunker.is_indexable(store.read(row, 0, row.size), max_bytes=MAX_FILE_BYTES)
@@ -283,6 +287,88 @@ def _snippet(store: Store, ino: int, start: int, end: int, width: int = 160) -> 
     if text is None:
         return ""
     return " ".join(text[start:end].split())[:width]
+
+
+# -- files like a file -----------------------------------------------------------------------------------------
+SIMILAR_CHUNKS = 32
+"""At most this many of a file's chunks, spread evenly over it, look for neighbours (bounds a 4 MiB file)."""
+
+
+def lookup_path(store: Store, path: bytes) -> InodeRow | None:
+    """The inode at `path` (relative to the root, '/'-separated, symlinks not followed), or None."""
+    row = store.db.inode_get(ROOT)
+    for name in (n for n in path.split(b"/") if n and n != b"."):
+        if row is None or not stat.S_ISDIR(row.mode):
+            return None
+        ino = store.lookup(row.id, name)
+        row = None if ino is None else store.db.inode_get(ino)
+    return row
+
+
+def similar(store: Store, core: IndexCore, ino: int, k: int = 10) -> list[Hit] | None:
+    """The files most similar in meaning to file `ino`, best first and without it; None when it has no indexed
+    chunks.  Nothing is embedded: the file's own stored chunk vectors are the queries.
+
+    Each chunk asks for its nearest chunks, and a file scores the mean, over the asking chunks, of its best
+    match (0 where none reached MIN_SIMILARITY).  Not the normalised mean of the chunks as one query: a note
+    covering several topics averages into a vector near none of them, and a file matching one section well
+    would be lost; per chunk each section finds its own neighbours, and the mean ranks first the files that
+    cover most of this one.  `similarity` is a hit's single best chunk match, its snippet that chunk."""
+    tables = IndexTables(store.db)
+    own = [vid for _, vid in tables.chunks_of(ino)]
+    if not own:
+        return None
+    picked = [own[i * len(own) // SIMILAR_CHUNKS] for i in range(SIMILAR_CHUNKS)] if len(own) > SIMILAR_CHUNKS \
+        else own
+    best, where = _neighbour_files(store, core, ino, np.stack([_stored_vector(store, core, v) for v in picked]),
+                                   len(set(own)))
+    hits: list[Hit] = []
+    for other, per in sorted(best.items(), key=lambda item: -sum(item[1])):
+        path = store.path_of(other)
+        found_chunk = tables.chunk(where[other][1])
+        if path is None or found_chunk is None:
+            continue
+        snippet = _snippet(store, other, found_chunk[1], found_chunk[2])
+        hits.append(Hit(other, path, sum(per) / len(per), where[other][0], snippet))
+        if len(hits) >= k:
+            break
+    return hits
+
+
+def _neighbour_files(store: Store, core: IndexCore, ino: int, queries: npt.NDArray[np.float32],
+                     own: int) -> tuple[dict[int, list[float]], dict[int, tuple[float, int]]]:
+    """For every other file near any query chunk: its best similarity per query, and its best (similarity,
+    chunk id) overall."""
+    tables = IndexTables(store.db)
+    # The file's own `own` vectors come back too (itself, its neighbouring sections): ask for that many more.
+    n = min(len(core.vectors), CANDIDATES + min(own, 3 * CANDIDATES))
+    best: dict[int, list[float]] = {}
+    where: dict[int, tuple[float, int]] = {}
+    for q, found in enumerate(core.vectors.search_batch(queries, n) if n else []):
+        for vid, sim in found:
+            if sim < MIN_SIMILARITY:
+                continue
+            for cid in tables.chunks_with_vector(vid):  # copies of a text share a vector: every file counts
+                chunk = tables.chunk(cid)
+                if chunk is None or chunk[0] == ino:
+                    continue
+                per = best.setdefault(chunk[0], [0.0] * len(queries))
+                per[q] = max(per[q], sim)
+                if sim > where.get(chunk[0], (-1.0, 0))[0]:
+                    where[chunk[0]] = (sim, cid)
+    return best, where
+
+
+def _stored_vector(store: Store, core: IndexCore, vid: int) -> npt.NDArray[np.float32]:
+    """A chunk's vector from memory, or from the vectors table when the indexer has committed it but not yet
+    added it to the in-memory index."""
+    vec = core.vectors.vector(vid)
+    if vec is None:
+        data = IndexTables(store.db).vector_data(vid)
+        if data is None:
+            raise IntegrityError(f"vector {vid} of an indexed chunk is missing")
+        vec = _vector_of(store, *data)
+    return vec
 
 
 def status(store: Store, core: IndexCore | None) -> dict[str, Any]:
