@@ -374,22 +374,31 @@ def key_remove(store: str, slot_id: int, creds: keys.Credentials) -> int:
 
 # -- semantic search --------------------------------------------------------------------------------------------
 @cli.command()
-@click.argument("query")
+@click.argument("query", required=False)
+@click.option("--similar", "like", metavar="PATH", help="Instead of a query: the files most like this one.")
 @click.option("--mount", "mountpoint", type=click.Path(), help="Ask the daemon serving this mount.")
 @click.option("--store", type=click.Path(), help="Open this (unmounted) store instead.")
 @with_key_options
 @click.option("-k", "k", default=10, show_default=True, help="How many files to return.")
 @click.option("--path", "prefix", help="Only files under this path (relative to the mount root).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def search(query: str, mountpoint: str | None, store: str | None, creds: keys.Credentials, k: int,
-           prefix: str | None, as_json: bool) -> int:
-    """Find files by meaning (and words): hybrid vector + BM25 search, best first."""
+def search(query: str | None, like: str | None, mountpoint: str | None, store: str | None,
+           creds: keys.Credentials, k: int, prefix: str | None, as_json: bool) -> int:
+    """Find files by meaning (and words): hybrid vector + BM25 search, best first.  With --similar PATH
+    instead of QUERY: the files closest in meaning to that indexed file (PATH relative to the mount root)."""
     if bool(mountpoint) == bool(store):
         raise UserError("give exactly one of --mount MOUNTPOINT or --store STORE")
+    if (query is None) == (like is None):
+        raise UserError("give exactly one of QUERY or --similar PATH")
     if k < 1:
         raise UserError("-k must be at least 1")
-    result = (searching.via_mount(mountpoint, query, k, prefix) if mountpoint
-              else searching.via_store(store or "", creds, query, k, prefix))
+    if like is not None:
+        result = (searching.similar_via_mount(mountpoint, like, k, prefix) if mountpoint
+                  else searching.similar_via_store(store or "", creds, like, k, prefix))
+    else:
+        assert query is not None
+        result = (searching.via_mount(mountpoint, query, k, prefix) if mountpoint
+                  else searching.via_store(store or "", creds, query, k, prefix))
     if as_json:
         _emit_json(result)
         return 0
@@ -416,6 +425,47 @@ def reindex(store: str, embedder: str | None, creds: keys.Credentials) -> int:
         st.close()
     click.echo(f"clawfs: indexed {files} files", err=True)
     return 0
+
+
+@cli.command()
+@click.argument("source_uri", metavar="postgresql://USER@HOST:PORT/DB")
+@click.option("--to", "store", required=True, type=click.Path(), help="The ClawFS store to migrate into.")
+@with_key_options
+@click.option("--user", help="Migrate only this IronClaw user, into the root of the home (default: every user; "
+                             "'default' at the root, others under users/<id>/).")
+@click.option("--agent", help="This agent's documents (and the shared ones) at the root of the home.")
+@click.option("--secrets-master-key-file", type=click.Path(),
+              help="IronClaw's SECRETS_MASTER_KEY (the key alone, or its .env line); without it only secret "
+                   "names are migrated.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and counts; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--progress/--no-progress", default=None, help="Progress per table on stderr (default: on a terminal).")
+def migrate(source_uri: str, store: str, creds: keys.Credentials, user: str | None, agent: str | None,
+            secrets_master_key_file: str | None, dry_run: bool, as_json: bool, progress: bool | None) -> int:
+    """Move an IronClaw installation from PostgreSQL into a ClawFS store.
+
+    Reads one read-only snapshot of the database; resumable (rerun the same command after an interruption) and
+    idempotent.  Exit codes: 0 migrated and verified, 3 verified but some rows were skipped (listed), 1 an
+    error or a verification mismatch, 130 interrupted.
+    """
+    from migrations.ironclaw import run as migrate_run
+
+    from . import migrating
+
+    if not dry_run and not os.path.exists(store):
+        raise UserError(f"{store} does not exist; create it first with `clawfs mkfs {store}`")
+    bar = migrating.TableProgress(sys.stderr.isatty() if progress is None else progress)
+    opts = migrate_run.Options(source_uri, store, creds, user=user, agent=agent,
+                               master_key_file=secrets_master_key_file, dry_run=dry_run)
+    try:
+        report = migrate_run.migrate(opts, bar)
+    finally:
+        bar.close()
+    if as_json:
+        _emit_json(report)
+    else:
+        click.echo(migrating.summary(report))
+    return migrating.exit_code(report)
 
 
 def _register_bench() -> None:

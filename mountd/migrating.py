@@ -1,0 +1,97 @@
+"""`clawfs migrate`'s terminal side: a progress bar per table, the summary, the exit code.
+
+The work itself is in migrations/ironclaw/; this module only shows it.  Progress goes to stderr: a rich bar
+per table on a terminal, or with `--progress` elsewhere (CI logs, pipes) one plain line per table every
+PLAIN_EVERY rows and when it completes.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+PLAIN_EVERY = 5000
+EXIT_SKIPPED = 3  # finished and verified, but some rows were skipped (listed in the report)
+
+
+class TableProgress:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.rich = enabled and sys.stderr.isatty()
+        self._totals: dict[str, int] = {}
+        self._done: dict[str, int] = {}
+        self._tasks: dict[str, Any] = {}
+        self._bar: Any = None
+        if self.rich:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+            self._bar.start()
+
+    def start(self, table: str, total: int) -> None:
+        self._totals[table] = total
+        self._done[table] = 0
+        if self._bar is not None:
+            self._tasks[table] = self._bar.add_task(table, total=total)
+
+    def advance(self, table: str, n: int) -> None:
+        if not self.enabled or table not in self._totals:
+            return
+        before = self._done[table]
+        self._done[table] = now = before + n
+        if self._bar is not None:
+            self._bar.advance(self._tasks[table], n)
+        elif now // PLAIN_EVERY != before // PLAIN_EVERY or now == self._totals[table]:
+            click.echo(f"clawfs: migrate: {table} {now}/{self._totals[table]}", err=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def summary(report: dict[str, Any]) -> str:
+    """The human-readable report: where the data came from, what landed, what did not, the verification."""
+    if report.get("dry_run"):
+        return _plan_text(report)
+    src = report["source"]
+    lines = [f"migrated {src['database']} (IronClaw schema V{src['schema_version']}, by {src['detected_by']}) "
+             f"into {report['store']}" + (" (resumed)" if report["resumed"] else ""),
+             f"{'table':<36}{'source':>9}{'migrated':>10}{'skipped':>9}{'not sel.':>9}"]
+    for table, c in report["verification"]["counts"].items():
+        lines.append(f"{table:<36}{c['source']:>9}{c['migrated']:>10}{c['skipped']:>9}{c['not_selected']:>9}")
+    f = report["files"]
+    lines.append(f"files: {f['created']} created, {f['updated']} updated, {f['unchanged']} unchanged; "
+                 f"{report['elapsed_s']:.1f} s, {report['documents_per_s']} documents/s")
+    v = report["verification"]
+    lines.append(f"verified: {v['documents_checked']} documents by sha256, {v['documents_mismatched']} mismatched")
+    lines.append(f"embeddings: {report['embeddings']['action']} ({report['embeddings']['why']})")
+    lines.extend(f"skipped: {s['table']} {s['id']}: {s['reason']}" for s in report["skipped"])
+    lines.extend(f"warning: {w}" for w in report["warnings"])
+    lines.extend(f"PROBLEM: {p}" for p in v["problems"])
+    lines.append(f"report saved in the store: {report.get('report_path', 'settings/migration/')}")
+    return "\n".join(lines)
+
+
+def _plan_text(report: dict[str, Any]) -> str:
+    src = report["source"]
+    lines = [f"dry run: {src['database']} (IronClaw schema V{src['schema_version']}, by {src['detected_by']}) "
+             f"-> {report['store']}; nothing written"]
+    lines.extend(f"  {table:<36}{n:>9} rows" for table, n in report["counts"].items())
+    lines.extend(f"  refused: document {b['id']}: {b['reason']}" for b in report["documents_refused"])
+    lines.append(f"  secrets: {report['secrets']}")
+    lines.append(f"  embeddings: {report['embeddings']['action']}")
+    lines.extend(f"  not migrated: {t} ({why})" for t, why in report["not_migrated"].items())
+    return "\n".join(lines)
+
+
+def exit_code(report: dict[str, Any]) -> int:
+    if report.get("dry_run"):
+        return 0
+    if not report["ok"]:
+        return 1
+    return EXIT_SKIPPED if report["skipped"] else 0
