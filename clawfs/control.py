@@ -6,9 +6,13 @@ not listed (as ZFS's `.zfs`), so copies of a mount (`rsync -a`, `tar`, `cp -r`) 
                                     (scores: xattr `user.clawfs.scores` of the query directory; Linux allows no
                                     user.* xattrs on symlinks, so they cannot carry their own)
     .clawfs/search/<query>/.results.json   rank, score, path and snippet of every hit (not listed)
+    .clawfs/similar/<path>/         the same for the files most similar in meaning to the indexed file at
+                                    <path> (relative to the mount root, walked a component at a time: each
+                                    directory on the way is a plain directory), best first, itself left out
 
 Nothing here is stored: nodes live in memory with inode numbers from CTL_BASE up, and the indexer never sees
-them.  A search runs on the request path when its directory is looked up (one query embedding, ~20 ms).
+them.  A search runs on the request path when its directory is looked up (one query embedding, ~20 ms); a
+similar/ lookup embeds nothing (the file's stored chunk vectors are the queries).
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 CTL_BASE = 1 << 56
 NAME = b".clawfs"
 MAX_QUERIES = 64  # query directories kept; older ones vanish (their inode numbers then answer ENOENT)
+MAX_SIMILAR = 64  # nodes kept under similar/ (directories and result directories), least recently looked up go
+MAX_HITS = 20
 
 
 @dataclass
@@ -38,20 +44,27 @@ class Node:
 
 
 SearchFn = Callable[[str, int], list[dict[str, Any]]]
+SimilarFn = Callable[[bytes, int], list[dict[str, Any]] | Literal["dir"] | None]
+"""(path relative to the mount root, k) -> the files most like that indexed file, best first; "dir" for a
+directory; None when it is neither (missing, or a file with nothing indexed)."""
 
 
 class ControlTree:
-    def __init__(self, search: SearchFn | None, status: Callable[[], dict[str, Any]], uid: int, gid: int) -> None:
+    def __init__(self, search: SearchFn | None, status: Callable[[], dict[str, Any]], uid: int, gid: int,
+                 similar: SimilarFn | None = None) -> None:
         self._search = search
+        self._similar_fn = similar
         self._status = status
         self.uid, self.gid = uid, gid
         self.created_ns = time.time_ns()
         self.nodes: dict[int, Node] = {}
         self._next = CTL_BASE
         self._queries: OrderedDict[bytes, int] = OrderedDict()
+        self._similar: OrderedDict[int, tuple[bytes, bool]] = OrderedDict()  # node -> (path, is a directory)
         self.root = self._add(stat.S_IFDIR | 0o555, parent=0).ino
         self.status_ino = self._add(stat.S_IFREG | 0o444, self.root, b"status").ino
         self.search_ino = self._add(stat.S_IFDIR | 0o555, self.root, b"search").ino
+        self.similar_ino = self._add(stat.S_IFDIR | 0o555, self.root, b"similar").ino
 
     @staticmethod
     def owns(ino: int) -> bool:
@@ -78,6 +91,8 @@ class ControlTree:
             return None
         if parent == self.search_ino and self._search is not None:
             return self._query_dir(name)  # searched again at every lookup: results follow the files
+        if self._similar_fn is not None and (parent == self.similar_ino or self._similar.get(parent, (b"", False))[1]):
+            return self._similar_node(parent, name)  # likewise, and a path may have become a file or gone
         if name in p.children:
             return self.node(p.children[name])
         return None
@@ -89,38 +104,88 @@ class ControlTree:
 
     def _query_dir(self, name: bytes) -> Node:
         assert self._search is not None
-        hits = self._search(name.decode("utf-8", "replace"), 20)
+        hits = self._search(name.decode("utf-8", "replace"), MAX_HITS)
         old = self._queries.pop(name, None)
-        if old is not None and old in self.nodes:  # refresh in place: the directory keeps its inode number
-            d = self.nodes[old]
-            for child in d.children.values():
-                self.nodes.pop(child, None)
-            d.children.clear()
-            d.hidden.clear()
+        d = self._results_dir(old if old in self.nodes else None, self.search_ino, name)
+        self._fill(d, hits, b"../../../")
+        self._queries[name] = d.ino
+        if len(self._queries) > MAX_QUERIES:
+            self._drop(self._queries.popitem(last=False)[1])
+        return d
+
+    def _similar_node(self, parent: int, name: bytes) -> Node | None:
+        """`similar/<path>`: a plain directory for a directory of the mount, the results for an indexed file."""
+        assert self._similar_fn is not None
+        base = self._similar[parent][0] if parent in self._similar else b""
+        path = base + b"/" + name if base else name
+        found = self._similar_fn(path, MAX_HITS)
+        old = self.nodes[parent].children.get(name)
+        if old is not None and (found is None or self._similar[old][1] != (found == "dir")):
+            self._drop(old)  # gone, or a directory became a file (or the other way): start afresh
+            old = None
+        if found is None:
+            return None
+        if found == "dir":
+            d = self.nodes[old] if old is not None else self._add(stat.S_IFDIR | 0o555, parent, name)
         else:
-            d = self._add(stat.S_IFDIR | 0o555, self.search_ino, name)
+            d = self._results_dir(old, parent, name)
+            self._fill(d, found, b"../" * (path.count(b"/") + 3))  # up from .clawfs/similar/<path>/ to the root
+        self._similar[d.ino] = (path, found == "dir")
+        chain = [d.ino]
+        while (up := self.nodes[chain[-1]].parent) in self._similar:  # a kernel may walk from a cached parent
+            chain.append(up)
+        for ino in reversed(chain):  # the path just walked is the most recent: eviction never cuts it
+            self._similar.move_to_end(ino)
+        self._evict_similar(keep=set(chain))
+        return d
+
+    def _evict_similar(self, keep: set[int]) -> None:
+        for ino in list(self._similar):
+            if len(self._similar) <= MAX_SIMILAR:
+                return
+            if ino in self._similar and ino not in keep:
+                self._drop(ino)
+
+    def _results_dir(self, old: int | None, parent: int, name: bytes) -> Node:
+        """The result directory `name`, emptied in place if it exists (it keeps its inode number)."""
+        if old is None:
+            return self._add(stat.S_IFDIR | 0o555, parent, name)
+        d = self.nodes[old]
+        for child in d.children.values():
+            self._discard(child)
+        d.children.clear()
+        d.hidden.clear()
+        return d
+
+    def _fill(self, d: Node, hits: list[dict[str, Any]], up: bytes) -> None:
+        """Symlinks `NN-name` -> `up` + path, the scores xattr and the hidden `.results.json`."""
         lines = []
         for rank, hit in enumerate(hits, 1):
             path: bytes = hit["path"]
             entry = b"%02d-" % rank + path.rsplit(b"/", 1)[-1]
-            self._add(stat.S_IFLNK | 0o777, d.ino, entry, data=b"../../../" + path)
+            self._add(stat.S_IFLNK | 0o777, d.ino, entry, data=up + path)
             lines.append(b"%02d %.6f %s" % (rank, hit["score"], path))
         results = [{**h, "rank": i, "path": h["path"].decode("utf-8", "surrogateescape")}
                    for i, h in enumerate(hits, 1)]
         self._add(stat.S_IFREG | 0o444, d.ino, b".results.json", hidden=True,
                   data=(json.dumps(results, indent=2) + "\n").encode())
         d.xattrs[b"user.clawfs.scores"] = b"\n".join(lines)
-        self._queries[name] = d.ino
-        if len(self._queries) > MAX_QUERIES:
-            self._drop(self._queries.popitem(last=False)[1])
-        return d
 
     def _drop(self, ino: int) -> None:
-        node = self.nodes.pop(ino)
-        for child in node.children.values():
-            self.nodes.pop(child, None)
+        """Forget a node and everything under it (their inode numbers then answer ENOENT)."""
+        node = self.nodes.get(ino)
+        if node is None:
+            return
         parent = self.nodes.get(node.parent)
         if parent:
             for name, c in list(parent.children.items()):
                 if c == ino:
                     del parent.children[name]
+        self._discard(ino)
+
+    def _discard(self, ino: int) -> None:
+        node = self.nodes.pop(ino, None)
+        self._similar.pop(ino, None)
+        if node is not None:
+            for child in node.children.values():
+                self._discard(child)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import stat
 import subprocess
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from clawfs import fuse_ops
 from clawfs.control import ControlTree
@@ -132,13 +133,23 @@ def _index_core(store: Store) -> IndexCore | None:
 
 
 def _control_tree(store: Store, core: IndexCore | None) -> ControlTree:
+    def as_dicts(hits: list[engine.Hit]) -> list[dict[str, Any]]:
+        return [{"path": h.path, "score": h.score, "similarity": h.similarity, "snippet": h.snippet} for h in hits]
+
     def run_search(query: str, k: int) -> list[dict[str, Any]]:
         assert core is not None
-        result = engine.search(store, core, query, k)
-        return [{"path": h.path, "score": h.score, "similarity": h.similarity, "snippet": h.snippet}
-                for h in result.hits]
+        return as_dicts(engine.search(store, core, query, k).hits)
 
-    return ControlTree(run_search if core else None, lambda: engine.status(store, core), os.getuid(), os.getgid())
+    def run_similar(path: bytes, k: int) -> list[dict[str, Any]] | Literal["dir"] | None:
+        assert core is not None
+        row = engine.lookup_path(store, path)
+        if row is None or stat.S_ISDIR(row.mode):
+            return None if row is None else "dir"
+        hits = engine.similar(store, core, row.id, k) if stat.S_ISREG(row.mode) else None
+        return None if hits is None else as_dicts(hits)
+
+    return ControlTree(run_search if core else None, lambda: engine.status(store, core), os.getuid(), os.getgid(),
+                       similar=run_similar if core else None)
 
 
 def mount(store_path: str, mountpoint: str, opts: MountOptions, creds: Credentials, *,

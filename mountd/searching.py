@@ -1,9 +1,12 @@
-"""`clawfs search` and `clawfs reindex`: through a live mount (its `.clawfs/search/` tree) or an unmounted store."""
+"""`clawfs search` (a query, or `--similar PATH`) and `clawfs reindex`: through a live mount (its `.clawfs/search/`
+and `.clawfs/similar/` trees) or an unmounted store."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from clawfs.errors import StoreBusy, UserError
@@ -32,27 +35,53 @@ def _under(path: str, prefix: str | None) -> bool:
     return path == p or path.startswith(p + "/")
 
 
-def via_mount(mountpoint: str, query: str, k: int, prefix: str | None) -> dict[str, Any]:
+def _mounted_results(mountpoint: str, *parts: str) -> tuple[str, list[dict[str, Any]]]:
+    """(mount root, the hits in `.clawfs/<parts>/.results.json`) of a live mount."""
     entry = mounts.find_by_mountpoint(mountpoint)
     if entry is None or entry.fstype != "fuse.clawfs":
         raise UserError(f"{mountpoint} is not a ClawFS mount")
+    results_file = os.path.join(entry.mountpoint, ".clawfs", *parts, ".results.json")
+    try:
+        with open(results_file, encoding="utf-8", errors="surrogateescape") as f:
+            hits: list[dict[str, Any]] = json.load(f)
+    except FileNotFoundError:
+        if parts[0] == "similar" and _has_index(entry.mountpoint):
+            raise UserError(f"{parts[1]} is not an indexed file of the mount at {mountpoint}") from None
+        raise UserError(f"the mount at {mountpoint} has no semantic index (mounted with noindex, or the "
+                        "model is missing: see its log)") from None
+    return entry.mountpoint, hits
+
+
+def _has_index(root: str) -> bool:
+    with open(os.path.join(root, ".clawfs", "status"), encoding="utf-8") as f:
+        return json.load(f).get("settings") is not None  # None: the mount runs without an index
+
+
+def via_mount(mountpoint: str, query: str, k: int, prefix: str | None) -> dict[str, Any]:
     name, cut = _query_name(query)
     if not name:
         raise UserError("the query is empty")
-    results_file = os.path.join(entry.mountpoint, ".clawfs", "search", name, ".results.json")
-    try:
-        with open(results_file, encoding="utf-8", errors="surrogateescape") as f:
-            hits = json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"the mount at {mountpoint} has no semantic index (mounted with noindex, or the "
-                        "model is missing: see its log)") from None
+    _, hits = _mounted_results(mountpoint, "search", name)
     hits = [h for h in hits if _under(h["path"], prefix)][:k]
     for rank, hit in enumerate(hits, 1):
         hit["rank"] = rank
     return {"query": query, "hits": hits, "truncated": cut, "max_tokens": None, "source": "mount"}
 
 
-def via_store(store_path: str, creds: Credentials, query: str, k: int, prefix: str | None) -> dict[str, Any]:
+def similar_via_mount(mountpoint: str, path: str, k: int, prefix: str | None) -> dict[str, Any]:
+    """The files most like `path` (relative to the mount root, or an absolute path inside the mount)."""
+    root = os.path.realpath(mountpoint)
+    if os.path.isabs(path) and (path + "/").startswith(root + "/"):
+        path = path[len(root):]
+    _, hits = _mounted_results(mountpoint, "similar", path.strip("/"))
+    hits = [h for h in hits if _under(h["path"], prefix)][:k]
+    for rank, hit in enumerate(hits, 1):
+        hit["rank"] = rank
+    return {"similar": path, "hits": hits, "truncated": False, "max_tokens": None, "source": "mount"}
+
+
+@contextlib.contextmanager
+def _unmounted_index(store_path: str, creds: Credentials) -> Iterator[tuple[Store, IndexCore]]:
     try:
         if os.path.isfile(store_path):
             StoreLock(store_path).release()
@@ -66,14 +95,32 @@ def via_store(store_path: str, creds: Credentials, query: str, k: int, prefix: s
         if not len(core.vectors):
             raise UserError(f"{store_path} has no index yet: mount it (files are indexed as they are written) "
                             f"or run `clawfs reindex {store_path}`")
-        result = engine.search(store, core, query, k, prefix.strip("/").encode() if prefix else None)
+        yield store, core
     finally:
         store.close()
-    hits = [{"rank": i, "score": h.score, "similarity": h.similarity,
+
+
+def _hit_dicts(hits: list[engine.Hit]) -> list[dict[str, Any]]:
+    return [{"rank": i, "score": h.score, "similarity": h.similarity,
              "path": h.path.decode("utf-8", "surrogateescape"), "snippet": h.snippet}
-            for i, h in enumerate(result.hits, 1)]
-    return {"query": query, "hits": hits, "truncated": result.truncated, "query_tokens": result.query_tokens,
-            "max_tokens": core.embedder.max_tokens, "source": "store"}
+            for i, h in enumerate(hits, 1)]
+
+
+def via_store(store_path: str, creds: Credentials, query: str, k: int, prefix: str | None) -> dict[str, Any]:
+    with _unmounted_index(store_path, creds) as (store, core):
+        result = engine.search(store, core, query, k, prefix.strip("/").encode() if prefix else None)
+    return {"query": query, "hits": _hit_dicts(result.hits), "truncated": result.truncated,
+            "query_tokens": result.query_tokens, "max_tokens": core.embedder.max_tokens, "source": "store"}
+
+
+def similar_via_store(store_path: str, creds: Credentials, path: str, k: int, prefix: str | None) -> dict[str, Any]:
+    with _unmounted_index(store_path, creds) as (store, core):
+        row = engine.lookup_path(store, path.strip("/").encode("utf-8", "surrogateescape"))
+        hits = engine.similar(store, core, row.id, 10 * k if prefix else k) if row is not None else None
+    if hits is None:
+        raise UserError(f"{path} is not an indexed file of {store_path}")
+    picked = [h for h in hits if _under(h.path.decode("utf-8", "surrogateescape"), prefix)][:k]
+    return {"similar": path, "hits": _hit_dicts(picked), "truncated": False, "max_tokens": None, "source": "store"}
 
 
 def reindex(store: Store, embedder: str | None, *, show_progress: bool) -> int:
