@@ -2,7 +2,7 @@
 
 The work itself is in migrations/ironclaw/; this module only shows it.  Progress goes to stderr: a rich bar
 per table on a terminal, or with `--progress` elsewhere (CI logs, pipes) one plain line per table every
-PLAIN_EVERY rows and when it completes.
+PLAIN_EVERY rows (or tenth of the table) and when it completes.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-PLAIN_EVERY = 5000
+PLAIN_EVERY = 5000  # rows between plain progress lines (or a tenth of the table, when that is fewer)
 EXIT_SKIPPED = 3  # finished and verified, but some rows were skipped (listed in the report)
 
 
@@ -45,7 +45,8 @@ class TableProgress:
         self._done[table] = now = before + n
         if self._bar is not None:
             self._bar.advance(self._tasks[table], n)
-        elif now // PLAIN_EVERY != before // PLAIN_EVERY or now == self._totals[table]:
+        elif now // (step := max(1, min(PLAIN_EVERY, self._totals[table] // 10))) != before // step or \
+                now == self._totals[table]:
             click.echo(f"clawfs: migrate: {table} {now}/{self._totals[table]}", err=True)
 
     def close(self) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import ironclaw_db
 import pytest
 from helpers import StoreFixture, is_mounted, make_store
 
@@ -74,9 +76,3 @@ def new_ironclaw_db(
     for name in made:
         pg_server.drop_database(name)
 
-
-# Imported down here because this section was appended to the file; the annotations above are lazy strings.
-from collections.abc import Callable  # noqa: E402
-from typing import Any  # noqa: E402
-
-import ironclaw_db  # noqa: E402

@@ -261,7 +261,7 @@ def test_clawfs_tree_is_hidden_readable_and_read_only(home: tuple[StoreFixture, 
     # Hidden like ZFS's .zfs (so rsync/tar copies of a mount hold only the agent's files), reachable by name.
     assert ".clawfs" not in listing, f"ls -a MNT lists .clawfs: {listing}"
     assert ctl.is_dir()
-    assert sorted(os.listdir(ctl)) == ["search", "status"], os.listdir(ctl)
+    assert sorted(os.listdir(ctl)) == ["search", "similar", "status"], os.listdir(ctl)
     st = status(mnt)
     for key in ("embedder", "files", "chunks", "vectors", "pending", "last_indexed_ns"):
         assert key in st, f".clawfs/status has no {key!r}: {st}"
@@ -290,7 +290,7 @@ def test_clawfs_tree_is_hidden_readable_and_read_only(home: tuple[StoreFixture, 
     touch = subprocess.run(["touch", str(ctl / "touched")], capture_output=True, text=True)
     assert touch.returncode != 0 and ("Read-only" in touch.stderr or "Permission denied" in touch.stderr), (
         f"touch inside .clawfs: rc {touch.returncode}, {touch.stderr!r}")
-    assert sorted(os.listdir(ctl)) == ["search", "status"], f".clawfs changed: {os.listdir(ctl)}"
+    assert sorted(os.listdir(ctl)) == ["search", "similar", "status"], f".clawfs changed: {os.listdir(ctl)}"
     assert [e for e, _ in search(mnt, query)] == [e for e, _ in hits]
     assert (mnt / "dentist.md").read_text() == NOTES["dentist.md"][0]
     time.sleep(1.0)  # give the indexer a chance to pick up anything these attempts might have queued

@@ -1,8 +1,9 @@
 """The IronClaw database fixture (tests/ironclaw_db.py) against the facts it claims to reproduce.
 
-The column check reads ../shared/IRONCLAW-COLUMNS.md (the columns of every table as IronClaw's real migrations
-leave them after V1, V9, V25 and V34) so the fixture cannot drift from it; CLAWFS_IRONCLAW_COLUMNS overrides the
-path.  The secrets check decrypts with its own few lines of HKDF + AES-GCM, not with the fixture's helpers.
+The column check reads tests/data/IRONCLAW-COLUMNS.md, a copy of ../shared/IRONCLAW-COLUMNS.md (the columns of
+every table as IronClaw's real migrations leave them after V1, V9, V25 and V34), so the fixture cannot drift from
+it; CLAWFS_IRONCLAW_COLUMNS overrides the path.  The secrets check decrypts with its own few lines of HKDF +
+AES-GCM, not with the fixture's helpers.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 pytestmark = pytest.mark.pg
 
 COLUMNS_MD = Path(os.environ.get("CLAWFS_IRONCLAW_COLUMNS",
-                                 Path(__file__).resolve().parents[2] / "shared" / "IRONCLAW-COLUMNS.md"))
+                                 Path(__file__).resolve().parent / "data" / "IRONCLAW-COLUMNS.md"))
 
 # Where a snapshot's single row per column shows the final (V34) state but the real schema differed at that
 # snapshot: V6 created routines.notify_user NOT NULL DEFAULT 'default'; V13 dropped both.

@@ -99,9 +99,9 @@ def test_secrets_through_a_real_mount(tmp_path: Path) -> None:
         assert cat.returncode != 0 and "Permission denied" in cat.stderr
         grep = subprocess.run(["grep", "-r", "SECRETVALUE", str(mnt)], capture_output=True, text=True)
         assert "SECRETVALUE" not in grep.stdout
-        with pytest.raises(PermissionError):  # O_RDWR opens succeed, but reading is refused
-            with open(mnt / "secrets" / "openai_api_key", "r+b") as f:
-                f.read()
+        # O_RDWR opens succeed, but reading is refused
+        with pytest.raises(PermissionError), open(mnt / "secrets" / "openai_api_key", "r+b") as f:
+            f.read()
         subprocess.run(["mv", str(mnt / "secrets" / "openai_api_key"), str(mnt / "moved")], check=True)
         assert subprocess.run(["cat", str(mnt / "moved")], capture_output=True).returncode != 0
     finally:

@@ -74,12 +74,12 @@ class Run:
                 return f"{col} = %s", (self.only_user,)
         return "", ()
 
-    def rows(self, table: str, order: tuple[str, ...], **kw: Any) -> Iterator[dict[str, Any]]:
-        where, args = self.user_where(table)
-        if kw.get("where"):
-            where = f"({kw.pop('where')})" + (f" AND {where}" if where else "")
-            args = (*kw.pop("args", ()), *args)
-        for row in self.source.rows(table, order, where=where, args=args, **kw):
+    def rows(self, table: str, order: tuple[str, ...], *, where: str = "", args: tuple[Any, ...] = (),
+             **kw: Any) -> Iterator[dict[str, Any]]:
+        """Rows of `table` under `where` and `--user`'s filter, each counted as read."""
+        user, uargs = self.user_where(table)
+        clause = " AND ".join(f"({c})" for c in (where, user) if c)
+        for row in self.source.rows(table, order, where=clause, args=(*args, *uargs), **kw):
             self.read(table)
             yield row
 
@@ -333,13 +333,18 @@ def tools(run: Run) -> None:
             run.skip("wasm_tools", tool["id"], str(e))
             continue
         if not _binary(run, "wasm_tools", tool, root + "tool.wasm"):
+            if cap is not None:
+                run.skip("tool_capabilities", cap["id"], f"its tool {tool['name']} was not written")
             continue
         _put(run, "wasm_tools", tool["id"], root + "tool.json", json_doc(layout.record(tool)),
              mtime_ns=ns(tool["updated_at"]))
         if cap is not None:
             _put(run, "tool_capabilities", cap["id"], root + "capabilities.json", json_doc(capabilities(tool, cap)))
     for cap in caps.values():
-        run.skip("tool_capabilities", cap["id"], "its wasm tool does not exist")
+        if run.only_user is not None:
+            run.tally("tool_capabilities").not_selected += 1  # a tool of a user not migrated
+        else:
+            run.skip("tool_capabilities", cap["id"], "its wasm tool does not exist")
 
 
 def _binary(run: Run, table: str, row: dict[str, Any], path: str) -> bool:
