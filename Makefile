@@ -3,9 +3,9 @@ SHELL := /bin/bash
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
 DEBS  := fuse3 libfuse3-dev pkg-config gcc g++ python3-dev gocryptfs rsync tar util-linux attr psmisc swtpm swtpm-tools tpm2-tools libtss2-dev
-.PHONY: setup debs venv demo test test-fast lint bench clean
+.PHONY: setup debs venv mount-helper demo test test-fast lint bench clean
 
-setup: debs venv /usr/sbin/mount.clawfs
+setup: debs venv mount-helper
 
 # Installs only what is missing, so a second run costs one dpkg query.
 debs:
@@ -27,9 +27,11 @@ $(VENV)/.installed: pyproject.toml
 	@$(PY) -c 'import pyfuse3, apsw, trio, cryptography'
 	@touch $@
 
-# mount(8) runs /sbin/mount.TYPE for `mount -t clawfs` and fstab lines of type clawfs.
-/usr/sbin/mount.clawfs: $(VENV)/.installed packaging/mount.clawfs.in
-	@sed "s|@VENV@|$(abspath $(VENV))|" packaging/mount.clawfs.in > $@ && chmod 755 $@
+# mount(8) runs /sbin/mount.TYPE for `mount -t clawfs` and fstab lines of type clawfs.  Rewritten on every
+# setup: it names this checkout's venv, and another checkout (a CI clone) may have installed its own.
+mount-helper: $(VENV)/.installed packaging/mount.clawfs.in
+	@sed "s|@VENV@|$(abspath $(VENV))|" packaging/mount.clawfs.in > /usr/sbin/mount.clawfs.new
+	@chmod 755 /usr/sbin/mount.clawfs.new && mv /usr/sbin/mount.clawfs.new /usr/sbin/mount.clawfs
 	@ln -sf $(abspath $(VENV))/bin/clawfs /usr/local/bin/clawfs
 
 demo: setup
