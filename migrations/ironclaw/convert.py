@@ -292,23 +292,29 @@ def _toml(row: dict[str, Any]) -> bytes:
 
 
 # -- settings, secrets, tools, channels -------------------------------------------------------------------------
-def settings(run: Run) -> None:
-    for row in run.rows("settings", ("user_id", "key")):
+def _placed(run: Run, table: str, order: tuple[str, ...], place: Callable[[dict[str, Any]], str],
+            key: str = "id", **kw: Any) -> Iterator[tuple[dict[str, Any], str]]:
+    """(row, its path) for each row of `table`; a row whose name cannot be a path is skipped with the reason."""
+    for row in run.rows(table, order, **kw):
         try:
-            path = f"{run.scopes.user(row['user_id'])}settings/{layout.check_name(row['key'], 'setting key')}.json"
+            yield row, place(row)
         except BadPath as e:
-            run.skip("settings", row["key"], str(e))
-            continue
+            run.skip(table, row[key], str(e))
+
+
+def _in_scope(run: Run, row: dict[str, Any], folder: str, column: str, what: str, suffix: str = "") -> str:
+    return f"{run.scopes.user(row.get('user_id'))}{folder}/{layout.check_name(row[column], what)}{suffix}"
+
+
+def settings(run: Run) -> None:
+    for row, path in _placed(run, "settings", ("user_id", "key"), key="key",
+                             place=lambda r: _in_scope(run, r, "settings", "key", "setting key", ".json")):
         _put(run, "settings", row["key"], path, json_doc(row["value"]), mtime_ns=ns(row["updated_at"]))
 
 
 def secrets_rows(run: Run) -> None:
-    for row in run.rows("secrets", ("id",)):
-        try:
-            path = f"{run.scopes.user(row['user_id'])}secrets/{layout.check_name(row['name'], 'secret name')}"
-        except BadPath as e:
-            run.skip("secrets", row["id"], str(e))
-            continue
+    for row, path in _placed(run, "secrets", ("id",),
+                             place=lambda r: _in_scope(run, r, "secrets", "name", "secret name")):
         meta = layout.record(row, drop=("encrypted_value", "key_salt", "user_id", "name"))
         if run.master_key is not None:
             try:
@@ -325,13 +331,9 @@ def secrets_rows(run: Run) -> None:
 
 def tools(run: Run) -> None:
     caps = {c["wasm_tool_id"]: c for c in _all(run, "tool_capabilities", ("wasm_tool_id",))}
-    for tool in run.rows("wasm_tools", ("id",), skip=("wasm_binary",)):
+    for tool, root in _placed(run, "wasm_tools", ("id",), skip=("wasm_binary",),
+                              place=lambda r: _in_scope(run, r, "tools", "name", "tool name", "/")):
         cap = caps.pop(tool["id"], None)
-        try:
-            root = f"{run.scopes.user(tool['user_id'])}tools/{layout.check_name(tool['name'], 'tool name')}/"
-        except BadPath as e:
-            run.skip("wasm_tools", tool["id"], str(e))
-            continue
         if not _binary(run, "wasm_tools", tool, root + "tool.wasm"):
             if cap is not None:
                 run.skip("tool_capabilities", cap["id"], f"its tool {tool['name']} was not written")
@@ -383,12 +385,8 @@ def capabilities(tool: dict[str, Any], cap: dict[str, Any]) -> dict[str, Any]:
 
 
 def channels(run: Run) -> None:
-    for ch in run.rows("wasm_channels", ("id",), skip=("wasm_binary",)):
-        try:
-            root = f"{run.scopes.user(ch['user_id'])}channels/{layout.check_name(ch['name'], 'channel name')}/"
-        except BadPath as e:
-            run.skip("wasm_channels", ch["id"], str(e))
-            continue
+    for ch, root in _placed(run, "wasm_channels", ("id",), skip=("wasm_binary",),
+                            place=lambda r: _in_scope(run, r, "channels", "name", "channel name", "/")):
         if not _binary(run, "wasm_channels", ch, root + "channel.wasm"):
             continue
         try:
@@ -406,12 +404,8 @@ def channels(run: Run) -> None:
 
 
 def dynamic_tools(run: Run) -> None:
-    for row in run.rows("dynamic_tools", ("id",)):
-        try:
-            path = f"tools/{layout.check_name(row['name'], 'tool name')}/dynamic.json"
-        except BadPath as e:
-            run.skip("dynamic_tools", row["id"], str(e))
-            continue
+    for row, path in _placed(run, "dynamic_tools", ("id",),
+                             place=lambda r: f"tools/{layout.check_name(r['name'], 'tool name')}/dynamic.json"):
         _put(run, "dynamic_tools", row["id"], path, json_doc(row), mtime_ns=ns(row["updated_at"]))
 
 
