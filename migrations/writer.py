@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from clawfs.errors import Exists, FsError, NotADir, NotFound
+from clawfs.errors import Exists, Invalid, IsADir, NameTooLong, NotADir
 from clawfs.store import ROOT, Store
 from clawfs.vfs import VFS, Ctx
 
@@ -214,12 +214,11 @@ class _Stream:
             self._buf, self._buffered = [], 0
 
 
+# What loses one path only (the row is skipped and listed); anything else (a full disk, a store that fails
+# authentication) stops the run, because every later write would fail the same way.
+PATH_ERRORS = (PathConflict, NotADir, IsADir, Exists, NameTooLong, Invalid)
+
+
 def conflict_reason(e: Exception) -> str:
     """A one-line reason for a path that could not be written."""
-    if isinstance(e, PathConflict):
-        return str(e)
-    if isinstance(e, NotADir | Exists | NotFound):
-        return f"path conflict ({e})"
-    if isinstance(e, FsError):
-        return f"write failed: {e}"
-    return str(e)
+    return str(e) if isinstance(e, PathConflict) else f"path conflict ({e})"

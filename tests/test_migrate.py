@@ -210,12 +210,7 @@ def test_interrupted_run_resumes(server: idb.PgServer, tmp_path: Path) -> None:
     store = make_store(tmp_path)
     args = [CLAWFS, "migrate", db.uri, "--to", str(store.path), *store.key_args(), "--progress"]
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    assert proc.stderr is not None
-    for line in proc.stderr:  # progress lines: "clawfs: migrate: memory_documents 2400/6000"
-        if "memory_documents" in line and int(line.split()[-1].split("/")[0]) >= 2400:
-            proc.send_signal(signal.SIGKILL)
-            break
-    proc.wait()
+    _kill_when(proc, 2400, lambda: proc.send_signal(signal.SIGKILL))
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be interrupted"
     report = report_of(migrate(db, store, key=False))
     assert report["resumed"] and report["ok"]
@@ -324,3 +319,59 @@ def test_one_user_into_the_root(server: idb.PgServer, tmp_path: Path) -> None:
     alice = [d for d in db.seeded.documents if d.user_id == "alice"]
     assert docs["migrated"] == len(alice) and docs["not_selected"] == docs["source"] - len(alice)
     assert report["ok"]
+
+
+def _kill_when(proc: subprocess.Popen[str], at: int, action: Any) -> None:
+    """Run `action` once the documents progress line reaches `at`, then wait for the migration to end."""
+    assert proc.stderr is not None
+    for line in proc.stderr:  # "clawfs: migrate: memory_documents 2400/6000"
+        if "memory_documents" in line and int(line.split()[-1].split("/")[0]) >= at:
+            action()
+            break
+    proc.communicate()
+
+
+def test_database_dying_midway_then_resume(server: idb.PgServer, tmp_path: Path) -> None:
+    db = idb.make_database(server, 34, seed_data=False)
+    with db.connect() as conn:
+        idb.bulk_documents(conn, 6000)
+    store = make_store(tmp_path)
+    args = [CLAWFS, "migrate", db.uri, "--to", str(store.path), *store.key_args(), "--progress"]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+
+    def terminate() -> None:  # what a server restart or a dropped network looks like to the migrator
+        with psycopg.connect(server.uri(), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (db.name,))
+
+    _kill_when(proc, 2400, terminate)
+    assert proc.returncode == 1
+    report = report_of(migrate(db, store, key=False))
+    assert report["resumed"] and report["ok"]
+    assert report["verification"]["documents_checked"] == 6000
+    store.assert_clean()
+
+
+DISK_MB = 48
+
+
+def test_full_disk_stops_cleanly_and_resumes(server: idb.PgServer, tmp_path: Path) -> None:
+    db = idb.make_database(server, 34, seed_data=False)
+    with db.connect() as conn:
+        bulk = idb.bulk_documents(conn, 30000)  # ~45 MiB of text: more than the disk takes
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(disk)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, f"cannot mount a small tmpfs (the test needs root): {proc.stderr}"
+    try:
+        store = make_store(tmp_path)
+        target = StoreFixture(disk / "agent.claw", store.passfile, tmp_path)
+        subprocess.run(["cp", str(store.path), str(target.path)], check=True)
+        msg = assert_user_error(migrate(db, target, key=False, check=False), contains="is full")
+        assert "run the same command again to resume" in msg
+        subprocess.run(["mount", "-o", "remount,size=400m", str(disk)], check=True)
+        report = report_of(migrate(db, target, key=False))
+        assert report["ok"] and report["verification"]["documents_checked"] == bulk.count
+        target.assert_clean()
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)

@@ -20,7 +20,7 @@ from typing import Any
 import blake3
 import tomli_w
 
-from ..writer import HomeWriter, conflict_reason
+from ..writer import PATH_ERRORS, HomeWriter, conflict_reason
 from . import layout, secrets
 from .layout import BadPath, Scopes, json_doc, json_line, ns
 from .source import Source
@@ -98,7 +98,7 @@ def _xattrs(**values: object) -> dict[str, bytes]:
 def _put(run: Run, table: str, row_id: object, path: str, data: bytes, n: int = 1, **kw: Any) -> bool:
     try:
         run.writer.put(path, data, **kw)
-    except Exception as e:  # a path conflict loses this row only; the report lists it
+    except PATH_ERRORS as e:  # a path conflict loses this row only; the report lists it
         run.skip(table, row_id, conflict_reason(e), n)
         return False
     run.landed(table, n)
@@ -358,7 +358,7 @@ def _binary(run: Run, table: str, row: dict[str, Any], path: str) -> bool:
         return False
     try:
         run.writer.put(path, blob, mtime_ns=ns(row["updated_at"]))
-    except Exception as e:
+    except PATH_ERRORS as e:
         run.skip(table, row["id"], conflict_reason(e))
         return False
     return True
@@ -424,7 +424,7 @@ def reborn_entries(run: Run) -> None:
         except BadPath as e:
             run.skip("root_filesystem_entries", row["path"], str(e))
             continue
-        except Exception as e:
+        except PATH_ERRORS as e:
             run.skip("root_filesystem_entries", row["path"], conflict_reason(e))
             continue
         _put(run, "root_filesystem_entries", row["path"], path, bytes(row["contents"]),

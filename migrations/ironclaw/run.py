@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from clawfs.db.index_tables import IndexTables
-from clawfs.errors import UserError
+from clawfs.errors import FsError, NoSpace, UserError
 from clawfs.index.embedder import DEFAULT_EMBEDDER
 from clawfs.keys import Credentials
 from clawfs.store import Store
@@ -159,6 +159,12 @@ def _run(opts: Options, source: Source, master_key: str | None, progress: Progre
         store.sync()
         raise MigrateError("interrupted; the work up to the last checkpoint is kept: run the same command "
                            "again to resume", exit_code=130) from None
+    except NoSpace:
+        raise MigrateError(f"the disk holding {opts.store} is full; the work up to the last checkpoint is kept: "
+                           "free some space and run the same command again to resume") from None
+    except FsError as e:
+        raise MigrateError(f"writing into {opts.store} failed: {e}; run `clawfs fsck {opts.store}`, then the "
+                           "same command again to resume") from None
     finally:
         store.close()
 

@@ -133,7 +133,8 @@ class Source:
                 cur.execute(query, params)
                 yield from cur
         except psycopg.Error as e:
-            raise SourceError(f"reading {table} from {self.uri} failed: {_first_line(str(e))}") from None
+            raise SourceError(f"reading {table} from {self.uri} failed: {_first_line(str(e))}; once the database "
+                              "answers again, run the same command to resume") from None
 
     def binary(self, table: str, row_id: Any) -> bytes:
         """One row's `wasm_binary`, fetched alone so a listing of tools never holds every binary at once."""
