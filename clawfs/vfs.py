@@ -274,8 +274,11 @@ class VFS:
                 if stat.S_ISDIR(mode):
                     mode |= stat.S_ISGID
             is_dir = stat.S_ISDIR(mode)
+            flags = self._secret_flag(prow, name, is_dir)
+            if flags:
+                mode &= ~0o077  # secrets are the owner's alone, whatever the umask
             row = self.store.new_inode(mode, ctx.uid, gid, rdev=rdev, parent=parent if is_dir else None,
-                                       target=target, flags=self._secret_flag(prow, name, is_dir))
+                                       target=target, flags=flags)
             self.store.add_entry(parent, name, row.id)
             if is_dir:
                 self.store.adjust(parent, "nlink", 1)

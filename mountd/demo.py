@@ -69,6 +69,15 @@ def main() -> None:
            show=f"{c} search 'when is the grant due' --mount demo/mnt -k 3")
         query = "what did we decide about the deadline"
         sh("ls", str(mnt / ".clawfs" / "search" / query), show=f"ls 'demo/mnt/.clawfs/search/{query}'")
+        print("\n# and the files closest in meaning to a file:")
+        near = "memory/projects/analytical-engine-grant.md"
+        sh("ls", str(mnt / ".clawfs" / "similar" / near), show=f"ls demo/mnt/.clawfs/similar/{near}")
+        print("\n# secrets are write-only: the agent's tools get them by injection, nobody reads them back")
+        (mnt / "secrets").mkdir()
+        sh("sh", "-c", f"echo sk-demo-not-a-real-key > {mnt}/secrets/openai_api_key",
+           show="echo sk-demo-not-a-real-key > demo/mnt/secrets/openai_api_key")
+        sh("ls", "-l", str(mnt / "secrets"), show="ls -l demo/mnt/secrets")
+        sh("cat", str(mnt / "secrets" / "openai_api_key"), check=False, show="cat demo/mnt/secrets/openai_api_key")
         print("\n# on disk there is only ciphertext: the same grep finds nothing in the store file")
         sh("grep", "-c", "deadline", str(store), str(store) + "-wal", check=False,
            show="grep -c deadline demo/agent.claw demo/agent.claw-wal")

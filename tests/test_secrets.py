@@ -94,7 +94,9 @@ def test_secrets_through_a_real_mount(tmp_path: Path) -> None:
         (mnt / "secrets").mkdir()
         subprocess.run(["sh", "-c", f"printf 'sk-SECRETVALUE-7781' > {mnt}/secrets/openai_api_key"], check=True)
         assert os.listdir(mnt / "secrets") == ["openai_api_key"]
-        assert (mnt / "secrets" / "openai_api_key").stat().st_size == 19
+        st = (mnt / "secrets" / "openai_api_key").stat()
+        assert st.st_size == 19 and st.st_mode & 0o777 == 0o600
+        assert (mnt / "secrets").stat().st_mode & 0o777 == 0o700
         cat = subprocess.run(["cat", str(mnt / "secrets" / "openai_api_key")], capture_output=True, text=True)
         assert cat.returncode != 0 and "Permission denied" in cat.stderr
         grep = subprocess.run(["grep", "-r", "SECRETVALUE", str(mnt)], capture_output=True, text=True)
