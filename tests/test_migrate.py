@@ -20,6 +20,11 @@ import pytest
 from faults import assert_user_error, clawfs
 from helpers import CLAWFS, StoreFixture, make_store, store_bytes
 
+from clawfs.keys import Credentials
+from clawfs.store import Store
+from clawfs.vfs import VFS
+from migrations.writer import HomeWriter
+
 pytestmark = pytest.mark.pg
 
 
@@ -375,3 +380,21 @@ def test_full_disk_stops_cleanly_and_resumes(server: idb.PgServer, tmp_path: Pat
         target.assert_clean()
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_one_agent_into_the_root(server: idb.PgServer, tmp_path: Path) -> None:
+    db = idb.make_database(server, 34)
+    store = make_store(tmp_path)
+    agent = str(idb.RESEARCH_AGENT_ID)
+    proc = migrate(db, store, "--agent", agent, check=False)
+    report = report_of(proc)
+    assert report["ok"], report["verification"]["problems"]
+    st = Store.open(str(store.path), Credentials(passphrases=[store.passfile.read_bytes().strip()]))
+    try:
+        w = HomeWriter(VFS(st))
+        memory = w.resolve("MEMORY.md")
+        assert memory is not None and w.read(memory).startswith(b"# Research agent memory")  # shadows the shared one
+        assert w.resolve("USER.md") is not None  # shared, not shadowed: kept
+        assert w.resolve(f"agents/{agent}") is None
+    finally:
+        st.close()
