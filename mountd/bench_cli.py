@@ -120,17 +120,20 @@ def run_hnsw(store: str | None, creds: Credentials, dataset: str | None, sizes: 
         raise UserError("--apply needs --store STORE: the setting is written into that store")
     if apply_ and store:
         hnsw_bench.check_unmounted(store)
+    phases = hnsw_bench.Phases()
     with hnsw_bench.Progress() as progress:
-        own = hnsw_bench.read_store(store, creds, vectors=dataset is None, seed=cfg.seed,
-                                    progress=progress) if store else None
-        data, plan, queries = hnsw_bench.open_dataset(dataset, own, cfg, progress)
+        own = None
+        if store:
+            with phases("reading the store"):
+                own = hnsw_bench.read_store(store, creds, vectors=dataset is None, seed=cfg.seed, progress=progress)
+        data, plan, queries = hnsw_bench.open_dataset(dataset, own, cfg, progress, phases)
         if apply_ and own is not None and own.dim != data.dim:
             raise UserError(f"the dataset has {data.dim} dimensions and {store}'s index {own.dim}: a setting "
                             "tuned on other vectors is not applied; bench the store itself (--store without "
                             "--dataset) or a dataset embedded with its embedder")
-        doc = hnsw_bench.run(data, plan, queries, cfg, progress)
+        doc = hnsw_bench.run(data, plan, queries, cfg, progress, phases)
     hnsw_bench.render_table(doc, Console() if sys.stdout.isatty() else Console(width=180))
-    files = hnsw_bench.write_outputs(doc, Path(out))
+    files = hnsw_bench.write_outputs(doc, Path(out), phases)
     for line in hnsw_bench.summary(doc):
         click.echo(line)
     click.echo(f"results: {', '.join(files.values())}")
