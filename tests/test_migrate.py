@@ -398,3 +398,14 @@ def test_one_agent_into_the_root(server: idb.PgServer, tmp_path: Path) -> None:
         assert w.resolve(f"agents/{agent}") is None
     finally:
         st.close()
+
+
+def test_oversized_metadata_keeps_the_document(server: idb.PgServer, tmp_path: Path) -> None:
+    db = idb.make_database(server, 34)
+    with psycopg.connect(db.uri, autocommit=True) as conn:
+        conn.execute("UPDATE memory_documents SET metadata = jsonb_build_object('blob', repeat('x', 70000)) "
+                     "WHERE path = 'USER.md' AND user_id = 'default'")
+    store = make_store(tmp_path)
+    report = report_of(migrate(db, store))
+    assert report["ok"] and any("xattr limit" in w for w in report["warnings"])
+    assert report["verification"]["documents_mismatched"] == 0

@@ -20,6 +20,8 @@ from typing import Any
 import blake3
 import tomli_w
 
+from clawfs.vfs import XATTR_SIZE_MAX
+
 from ..writer import PATH_ERRORS, HomeWriter, conflict_reason
 from . import layout, secrets
 from .layout import BadPath, Scopes, json_doc, json_line, ns
@@ -96,6 +98,11 @@ def _xattrs(**values: object) -> dict[str, bytes]:
 
 
 def _put(run: Run, table: str, row_id: object, path: str, data: bytes, n: int = 1, **kw: Any) -> bool:
+    for name, value in list(kw.get("xattrs", {}).items()):
+        if len(value) > XATTR_SIZE_MAX:  # Linux's limit for one xattr value: keep the file, say what was left out
+            del kw["xattrs"][name]
+            run.warnings.append(f"{table} {row_id}: {name} ({len(value)} bytes) is over the {XATTR_SIZE_MAX}-byte "
+                                "xattr limit and was not kept")
     try:
         run.writer.put(path, data, **kw)
     except PATH_ERRORS as e:  # a path conflict loses this row only; the report lists it
