@@ -27,7 +27,7 @@ from clawfs.keys import Credentials
 from clawfs.store import FLUSH_INTERVAL, Store, StoreLock
 from clawfs.vfs import VFS
 from kernel import mounts, tpm
-from kernel.process import forbid_core_dumps
+from kernel.process import forbid_core_dumps, lower_thread_priority
 
 from . import logs
 from .options import MountOptions
@@ -77,8 +77,6 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, master: bytes,
     try:
         forbid_core_dumps()
         core = _index_core(store) if opts.index else None
-        if core is not None and opts.readonly:
-            core.load_vectors(store)  # no indexer thread on a read-only mount to do it
         if core is not None and not opts.readonly:
             indexer = Indexer(store_path, master, core)
         vfs = VFS(store, readonly=opts.readonly, control=_control_tree(store, core),
@@ -106,6 +104,8 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, master: bytes,
                 threading.Timer(0.5, mounts.set_readahead, (mountpoint, READAHEAD_KIB)).start()
             if indexer:
                 indexer.start()
+            elif core is not None:  # read-only: no indexer thread to do it
+                _load_in_background(store_path, master, core)
             ready(None)
 
         fuse_ops.serve(on_started, every=(FLUSH_INTERVAL, vfs.commit_pending))
@@ -130,6 +130,23 @@ def _index_core(store: Store) -> IndexCore | None:
     except UserError as e:
         log.warning("semantic index off for this mount: %s", e)
         return None
+
+
+def _load_in_background(store_path: str, master: bytes, core: IndexCore) -> None:
+    """Load a read-only mount's vectors and model after it went live (seconds at 100k chunks; searches wait
+    for them), through a connection of its own so that requests never queue behind the loading."""
+    def run() -> None:
+        lower_thread_priority()
+        store = Store.open(store_path, Credentials(tpm=False), readonly=True, lock=False, master_key=master)
+        try:
+            core.load_vectors(store)
+            core.embedder.warm_up()
+        except Exception:
+            log.exception("the semantic index could not load; searches fail until the next mount")
+        finally:
+            store.close()
+
+    threading.Thread(target=run, name="clawfs-index-load", daemon=True).start()
 
 
 def _control_tree(store: Store, core: IndexCore | None) -> ControlTree:

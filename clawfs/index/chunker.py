@@ -14,7 +14,8 @@ How text is cut (`chunk_text`):
 
 Speed: the text is split once into "atoms" (runs of up to 16 non-space characters) and chunk sizes are
 estimated as atoms times a tokens-per-atom ratio measured on the text itself; the counter is called once per
-chunk to verify (plus once to calibrate, plus a retry when an estimate was too optimistic), never per word.
+chunk to verify (plus once to calibrate, plus a retry when an estimate was too optimistic), never per word,
+and never twice for the same span (a short text's calibration span is its only chunk).
 """
 
 from __future__ import annotations
@@ -135,6 +136,14 @@ class _Chunker:
         self.atoms = _Atoms(text)
         self.ratio = 1.0  # estimated tokens per atom, re-measured on every verified chunk
         self.chunks: list[Chunk] = []
+        self._counted: dict[tuple[int, int], int] = {}
+
+    def _count(self, lo: int, hi: int) -> int:
+        """Tokens in text[lo:hi], each span counted once (a short text's calibration span is also its chunk)."""
+        key = (lo, hi)
+        if key not in self._counted:
+            self._counted[key] = self.count(self.text[lo:hi])
+        return self._counted[key]
 
     def run(self) -> list[Chunk]:
         n = len(self.atoms)
@@ -150,8 +159,7 @@ class _Chunker:
         return self.atoms.starts[a], self.atoms.ends[b - 1]
 
     def _calibrate(self, k: int) -> None:
-        lo, hi = self._span(0, k)
-        self.ratio = max(self.count(self.text[lo:hi]) / k, _MIN_RATIO)
+        self.ratio = max(self._count(*self._span(0, k)) / k, _MIN_RATIO)
 
     def _section_starts(self) -> list[int]:
         """Atom indices where sections start: 0 and each heading, except after a heading-only section."""
@@ -194,7 +202,7 @@ class _Chunker:
                 jmax = start + self._budget_atoms()
                 continue
             lo, hi = self._span(start, end)
-            tokens = self.count(self.text[lo:hi])
+            tokens = self._count(lo, hi)
             if end - start >= 8:
                 self.ratio = max(tokens / (end - start), _MIN_RATIO)
             if tokens <= self.max_tokens:

@@ -1,0 +1,281 @@
+"""What makes indexing fast, checked for correctness: files indexed in groups (`engine.index_files`, the mount's
+indexer thread) share model batches and commit as their chunks are embedded, with the result indexing them one
+at a time gives; the chunker counts a span once; the model's thread count follows the load of other processes.
+
+Uses the model-free hashing-384 embedder wrapped to record its batches, on stores opened in-process; the
+indexer thread runs against its own connection as in a mount.  No timings are asserted (bench/search.py
+measures them); waits only bound how long a failure takes to show.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clawfs.db.index_tables import IndexTables
+from clawfs.index import chunker, embedder, engine
+from clawfs.index.embedder import HASHING_NAME, EmbedderUnavailable, HashingEmbedder, Vectors
+from clawfs.index.engine import IndexCore
+from clawfs.index.indexer import GROUP_FILES, Indexer
+from clawfs.keys import Credentials
+from clawfs.store import ROOT, Store
+from clawfs.vfs import VFS, Ctx
+
+PW = b"groups passphrase"
+CTX = Ctx(uid=0, gid=0)
+WORDS = ["harbour", "lantern", "orchard", "glacier", "violin", "compass", "meadow", "thunder", "saffron", "granite",
+         "ferry", "beacon", "quartz", "willow", "falcon", "ember", "canyon", "velvet", "marble", "cobalt"]
+
+
+class RecordingEmbedder(HashingEmbedder):
+    """hashing-384, remembering every batch it was asked to embed."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        self.batches.append(list(texts))
+        return super().embed(texts)
+
+
+def paragraph(i: int, words: int = 40) -> str:
+    """A distinct paragraph (one chunk): word i's rotation of WORDS, numbered."""
+    return " ".join(f"{WORDS[(i + k) % len(WORDS)]}{i if k == 0 else ''}" for k in range(words)) + "."
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    path = tmp_path / "groups.claw"
+    Store.create(str(path), [("passphrase", PW)], block_size=4096, kdf="scrypt")
+    s = Store.open(str(path), Credentials(passphrases=[PW]))
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def core_of(store: Store) -> tuple[IndexCore, RecordingEmbedder]:
+    core = IndexCore.load(store, HASHING_NAME)
+    core.embedder = recorder = RecordingEmbedder()
+    return core, recorder
+
+
+def write(vfs: VFS, name: str, text: str) -> int:
+    """Create or overwrite ROOT/name; the release queues it."""
+    ino = vfs.store.lookup(ROOT, name.encode())
+    if ino is None:
+        fh, attr = vfs.create(ROOT, name.encode(), 0o644, os.O_WRONLY, CTX)
+        ino = attr.ino
+    else:
+        vfs.setattr(ino, size=0)
+        fh = vfs.open(ino, os.O_WRONLY)
+    vfs.write(fh, 0, text.encode())
+    vfs.release(fh)
+    return ino
+
+
+def drain(store: Store, core: IndexCore, max_chunks: int = engine.GROUP_CHUNKS) -> list[int]:
+    """Index the whole queue the indexer's way; the size of each group."""
+    tables, groups = IndexTables(store.db), []
+    while batch := tables.queued(time.time_ns(), GROUP_FILES):
+        groups.append(len(engine.index_files(store, core, batch, max_chunks=max_chunks)))
+    return groups
+
+
+def state(store: Store) -> tuple[dict[int, list[tuple[int, int, int]]], list[int]]:
+    """Each indexed file's chunks (seq, start, end), and the sorted reference counts of the stored vectors;
+    checks that every chunk's vector exists and every count matches the chunks that use it."""
+    conn = store.db.conn
+    chunks: dict[int, list[tuple[int, int, int]]] = {}
+    for ino, seq, start, end in conn.execute("SELECT ino, seq, start, end FROM chunks ORDER BY ino, seq"):
+        chunks.setdefault(ino, []).append((seq, start, end))
+    bad = list(conn.execute("SELECT v.id, v.refs, count(c.id) FROM vectors v LEFT JOIN chunks c "
+                            "ON c.vector_id = v.id GROUP BY v.id HAVING v.refs != count(c.id)"))
+    orphans = list(conn.execute("SELECT c.id FROM chunks c LEFT JOIN vectors v ON v.id = c.vector_id "
+                                "WHERE v.id IS NULL"))
+    assert not bad and not orphans, (bad, orphans)
+    refs = sorted(int(r[0]) for r in conn.execute("SELECT refs FROM vectors"))
+    return chunks, refs
+
+
+def test_small_files_share_model_batches_and_index_as_one_at_a_time(tmp_path: Path, store: Store) -> None:
+    vfs = VFS(store)
+    texts = {f"note{i:02d}.md": paragraph(i) + "\n" for i in range(40)}
+    texts["copy.md"] = texts["note00.md"]  # a copy shares its vector
+    for name, text in texts.items():
+        write(vfs, name, text)
+    core, recorder = core_of(store)
+    assert drain(store, core) == [41]
+    embedded = [t for b in recorder.batches for t in b]
+    assert len(embedded) == len(set(embedded)) == 40, "each paragraph embedded once, the copy not at all"
+    assert sorted(len(b) for b in recorder.batches) == [8, 16, 16], "full model batches across the files"
+    grouped = state(store)
+
+    other_path = tmp_path / "one-by-one.claw"
+    Store.create(str(other_path), [("passphrase", PW)], block_size=4096, kdf="scrypt")
+    other = Store.open(str(other_path), Credentials(passphrases=[PW]))
+    try:
+        other_vfs = VFS(other)
+        inos = [write(other_vfs, name, text) for name, text in texts.items()]
+        other_core, one_recorder = core_of(other)
+        for ino in inos:
+            engine.index_file(other, other_core, ino)
+        assert len(one_recorder.batches) == 40
+        assert state(other) == grouped
+        assert len(other_core.vectors) == len(core.vectors) == 40
+    finally:
+        other.close()
+    assert IndexTables(store.db).counts()["pending"] == 0
+
+
+def test_a_vector_one_file_drops_and_another_takes_up_in_the_same_group(store: Store) -> None:
+    vfs = VFS(store)
+    shared, a_only = paragraph(1), paragraph(2)
+    a = write(vfs, "a.md", shared + "\n")
+    core, recorder = core_of(store)
+    drain(store, core)
+    write(vfs, "a.md", a_only + "\n")  # a lets go of `shared` ...
+    b = write(vfs, "b.md", shared + "\n")  # ... which b now holds: same group, a first
+    recorder.batches.clear()
+    tables = IndexTables(store.db)
+    assert [i for i, _ in tables.queued(time.time_ns(), GROUP_FILES)] == [a, b]
+    assert drain(store, core, max_chunks=1000) == [2]
+    assert recorder.batches == [[a_only]], "only the new paragraph is embedded: shared kept its stored vector"
+    chunks, refs = state(store)
+    assert len(chunks[a]) == len(chunks[b]) == 1
+    assert refs == [1] * len(refs) and len(core.vectors) == len(refs)
+
+
+def test_a_group_stops_at_its_chunk_budget_and_the_rest_stays_queued(store: Store) -> None:
+    vfs = VFS(store)
+    for i in range(6):
+        write(vfs, f"n{i}.md", paragraph(10 + i) + "\n")
+    core, _ = core_of(store)
+    tables = IndexTables(store.db)
+    batch = tables.queued(time.time_ns(), GROUP_FILES)
+    assert len(engine.index_files(store, core, batch, max_chunks=2)) == 2
+    assert tables.counts()["pending"] == 4
+    assert drain(store, core, max_chunks=2) == [2, 2]
+
+
+def test_files_commit_as_their_batches_finish_and_an_interruption_keeps_them(store: Store) -> None:
+    vfs = VFS(store)
+    for i in range(40):
+        write(vfs, f"n{i:02d}.md", paragraph(20 + i) + "\n")
+    core, recorder = core_of(store)
+    tables = IndexTables(store.db)
+    with pytest.raises(engine.Interrupted):
+        engine.index_files(store, core, tables.queued(time.time_ns(), GROUP_FILES), stop=lambda: True)
+    assert tables.counts() == {"files": 0, "chunks": 0, "vectors": 0, "pending": 40}
+    with pytest.raises(engine.Interrupted):  # stops before the second batch: the first one's files are in
+        engine.index_files(store, core, tables.queued(time.time_ns(), GROUP_FILES),
+                           stop=lambda: len(recorder.batches) >= 1)
+    assert tables.counts() == {"files": 16, "chunks": 16, "vectors": 16, "pending": 24}
+    assert len(core.vectors) == 16
+    assert drain(store, core) == [24]
+    state(store)
+
+
+# -- the indexer thread -----------------------------------------------------------------------------------------
+def wait_for(condition: Callable[[], bool], what: str, limit: float = 60.0) -> None:
+    end = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < end, f"{what}: not after {limit} s"
+        time.sleep(0.02)
+
+
+def test_indexer_thread_sees_late_commits_and_skips_only_the_bad_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "thread.claw"
+    Store.create(str(path), [("passphrase", PW)], block_size=4096, kdf="scrypt")
+    store = Store.open(str(path), Credentials(passphrases=[PW]))
+    indexer: Indexer | None = None
+    try:
+        core = IndexCore.open(store, HASHING_NAME)
+        indexer = Indexer(str(path), Store.unlock_master(str(path), Credentials(passphrases=[PW])), core)
+        vfs = VFS(store, on_change=indexer.notify)
+        store.batch_commits()  # as a mount: the notify comes before the change is committed
+        indexer.start()
+        real = engine._read_and_chunk
+        bad = write(vfs, "bad.md", paragraph(30) + "\n")
+
+        def failing(s: Store, c: IndexCore, ino: int, queued_ns: int | None) -> engine._Pending:
+            if ino == bad:
+                raise OSError("simulated unreadable block")
+            return real(s, c, ino, queued_ns)
+
+        monkeypatch.setattr(engine, "_read_and_chunk", failing)
+        for i in range(5):
+            write(vfs, f"ok{i}.md", paragraph(31 + i) + "\n")
+        time.sleep(0.3)  # longer than the debounce: the queue must still be seen when this commit lands
+        vfs.commit_pending()
+        tables = IndexTables(store.db)
+        wait_for(lambda: tables.counts()["pending"] == 0, "the queue drained")
+        counts = tables.counts()
+        assert counts["files"] == 5 and counts["chunks"] == 5, counts
+        assert indexer.errors == 1
+    finally:
+        if indexer is not None:
+            indexer.stop()
+        store.close()
+    check = Store.open(str(path), Credentials(passphrases=[PW]))
+    try:
+        assert IndexTables(check.db).meta("snapshot") is not None, "snapshot saved at stop"
+        assert len(IndexCore.load(check).vectors) == 5
+        assert np.isfinite(IndexCore.load(check).vectors.search(HashingEmbedder().embed(["x"])[0], 1)[0][1])
+    finally:
+        check.close()
+
+
+def test_a_model_that_cannot_load_leaves_the_queue_for_the_next_mount(tmp_path: Path) -> None:
+    path = tmp_path / "nomodel.claw"
+    Store.create(str(path), [("passphrase", PW)], block_size=4096, kdf="scrypt")
+    store = Store.open(str(path), Credentials(passphrases=[PW]))
+    try:
+        core = IndexCore.open(store, HASHING_NAME)
+        broken = RecordingEmbedder()
+
+        def refuse() -> None:
+            raise EmbedderUnavailable("model file altered")
+
+        broken.warm_up = refuse  # type: ignore[method-assign]
+        core.embedder = broken
+        indexer = Indexer(str(path), Store.unlock_master(str(path), Credentials(passphrases=[PW])), core)
+        vfs = VFS(store, on_change=indexer.notify)
+        for i in range(3):
+            write(vfs, f"n{i}.md", paragraph(50 + i) + "\n")
+        indexer.start()
+        wait_for(lambda: not indexer._thread.is_alive(), "the indexer gave up")
+        indexer.stop()
+        assert IndexTables(store.db).counts()["pending"] == 3 and indexer.errors == 0
+        assert not broken.batches
+    finally:
+        store.close()
+
+
+def test_a_short_text_is_tokenised_once_by_the_chunker() -> None:
+    spans: list[str] = []
+
+    def count(text: str) -> int:
+        spans.append(text)
+        return len(text.split())
+
+    text = paragraph(60)
+    pieces = chunker.chunk_text(text, max_tokens=240, overlap_tokens=32, count_tokens=count)
+    assert [p.text for p in pieces] == [text]
+    assert spans == [text], "calibration and verification of the same span share one count"
+
+
+def test_torch_threads_leave_the_cores_other_processes_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    for others, threads in ((0.0, 2), (0.5, 2), (0.8, 1), (1.0, 1), (2.0, 1)):
+        monkeypatch.setattr(embedder._OTHERS, "cores", lambda others=others: others)
+        assert embedder.torch_threads() == threads, others
+    monkeypatch.undo()
+    assert 1 <= embedder.torch_threads() <= (os.cpu_count() or 1)
+    assert embedder._OTHERS.cores() >= 0.0
