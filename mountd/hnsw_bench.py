@@ -333,7 +333,7 @@ _BREAKS = {"PP", "P", "LP", "TP", "TQ", "IP", "HP", "sp", "SH", "SS", "RS", "RE"
 _TEXT_MACROS = {"B", "I", "BR", "RB", "IR", "RI", "BI", "IB", "SM", "SB", "Nm", "Nd", "Ar", "Fl", "Pa", "Xr",
                 "Em", "Sy", "Li", "Dq", "Qq", "Ql", "Va", "Ev", "Cm", "Ic", "Fn", "Ft", "Op"}
 _WS = re.compile(r"\s+")
-EMBED_CHUNK = 512  # paragraphs per embedder call (it batches 64)
+EMBED_CHUNK = 512  # paragraphs per embedder call (it splits them into its own batches)
 SAVE_EVERY = 120.0  # seconds between saves of the embedding cache
 
 
@@ -474,10 +474,10 @@ def _save_cache(path: Path, digests: Sequence[bytes], vectors: F32) -> None:
 
 def _embed_missing(texts: Sequence[str], embedder: Embedder, progress: Progress,
                    checkpoint: Callable[[Sequence[int], F32], None]) -> None:
-    """Embed `texts` in order of their length in tokens, longest first, 512 at a time (the embedder batches 64
-    of them): a batch is padded to its longest text, and neighbours in this order are as long as each other.
+    """Embed `texts` in order of their length in tokens, longest first, 512 at a time (the embedder batches
+    them): a batch is padded to its longest text, and neighbours in this order are as long as each other.
     The embedder's own sort within a call goes by characters, which truncation to 256 tokens makes a poor proxy;
-    on these paragraphs (median 45 tokens, 4% over 256) this order pads 6.97M tokens instead of 10.45M.
+    on these paragraphs (median 45 tokens, 4% over 256), in batches of 64, this order pads 6.97M tokens, not 10.45M.
     `checkpoint(positions, vectors)` receives each finished chunk; the caller saves the cache every 2 minutes."""
     cap = embedder.max_tokens - embedder.special_tokens
     lengths = np.fromiter((min(cap, embedder.count_tokens(t)) for t in texts), dtype=np.int64, count=len(texts))
