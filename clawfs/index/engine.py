@@ -273,19 +273,25 @@ def index_files(store: Store, core: IndexCore, files: Sequence[tuple[int, int | 
     and the caller passes the rest again.  Embeds outside any transaction (the slow part, interruptible by
     `stop` between batches); each file commits its chunks, vectors, tokens and dequeue in one transaction as
     soon as its chunks have vectors."""
+    t0 = time.perf_counter()
     group, known, texts = _read_group(store, core, files, max_chunks)
     one_commit = _hands_over(store, group, known)
     vectors: dict[bytes, npt.NDArray[np.float32]] = {}
     waiting = group
+    t1, embedding = time.perf_counter(), 0.0
     for batch in _plan(group, texts, core.embedder.batch_size):
         if stop and stop():
             raise Interrupted()
+        t = time.perf_counter()
         vectors.update(zip(batch, core.embedder.embed([texts[d] for d in batch]), strict=True))
+        embedding += time.perf_counter() - t
         if not one_commit:
             done = [p for p in waiting if all(d in vectors or known[d] is not None for d in p.digests)]
             waiting = [p for p in waiting if p not in done]
             _commit(store, core, done, known, vectors)
     _commit(store, core, waiting, known, vectors)
+    log.debug("indexed %d files, %d new chunks: read and chunked in %.3f s, embedded in %.3f s, committed in "
+              "%.3f s", len(group), len(texts), t1 - t0, embedding, time.perf_counter() - t1 - embedding)
     return [len(p.pieces) for p in group]
 
 
