@@ -137,14 +137,14 @@ class ClawOperations(pyfuse3.Operations):
     @_errors_to_errno
     async def open(self, inode: int, flags: int, ctx: RC) -> pyfuse3.FileInfo:
         fh = self.vfs.open(inode, flags)
-        uncached = self.vfs.uncached(inode)  # .clawfs files change under the kernel; secrets must not be cached
+        uncached = self.vfs.uncached(fh)  # .clawfs files change under the kernel; secrets must not be cached
         return pyfuse3.FileInfo(fh=fh, keep_cache=not uncached, direct_io=uncached)
 
     @_errors_to_errno
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: RC) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         fh, attr = self.vfs.create(parent_inode, name, mode, flags, _ctx(ctx))
-        uncached = self.vfs.uncached(attr.ino)
+        uncached = self.vfs.uncached(fh)
         return pyfuse3.FileInfo(fh=fh, keep_cache=not uncached, direct_io=uncached), _entry(attr)
 
     @_errors_to_errno

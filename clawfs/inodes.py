@@ -18,6 +18,7 @@ class Handle:
     ino: int
     flags: int
     dirty: bool = False  # written through: queue the file for the indexer at fsync and release
+    uncached: bool = False  # its contents must bypass the kernel's page cache (generated files, secrets)
 
 
 class InodeTable:
@@ -40,10 +41,10 @@ class InodeTable:
         del self.lookups[ino]
         self.release_if_unused(ino)
 
-    def open(self, ino: int, flags: int) -> int:
+    def open(self, ino: int, flags: int, *, uncached: bool = False) -> int:
         fh = self._next_fh
         self._next_fh += 1
-        self.handles[fh] = Handle(ino, flags)
+        self.handles[fh] = Handle(ino, flags, uncached=uncached)
         self.opens[ino] += 1
         return fh
 

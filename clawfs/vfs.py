@@ -117,17 +117,12 @@ class VFS:
     def _ctl(self, ino: int) -> bool:
         return self.control is not None and self.control.owns(ino)
 
-    def is_generated(self, ino: int) -> bool:
-        """A file whose contents are generated on demand (the .clawfs tree), not stored."""
-        return self._ctl(ino)
-
-    def uncached(self, ino: int) -> bool:
-        """Must bypass the kernel's page cache: generated files (they change under it) and secrets (a cached
-        page would let a read through without asking us; see clawfs/home.py)."""
-        if self._ctl(ino):
-            return True
-        row = self.store.db.inode_get(ino)
-        return row is not None and home.is_secret(row.flags)
+    def uncached(self, fh: int) -> bool:
+        """The open file must bypass the kernel's page cache: a generated file (it changes under the cache) or
+        a secret (a cached page would let a read through without asking us; see clawfs/home.py).  Decided at
+        open from the inode already read there, so asking costs no query."""
+        h = self.inodes.handle(fh)
+        return h is not None and h.uncached
 
     def _secret_flag(self, prow: InodeRow, name: bytes, is_dir: bool) -> int:
         """The flags a new entry `name` in directory `prow` gets: secret inside a secrets directory."""
@@ -299,7 +294,7 @@ class VFS:
 
     def create(self, parent: int, name: bytes, mode: int, flags: int, ctx: Ctx) -> tuple[int, Attr]:
         row = self._create(parent, name, stat.S_IFREG | (mode & 0o7777), ctx)
-        return self.inodes.open(row.id, flags), self.attr(row)
+        return self.inodes.open(row.id, flags, uncached=home.is_secret(row.flags)), self.attr(row)
 
     def link(self, ino: int, new_parent: int, new_name: bytes) -> Attr:
         self._writable(ino, new_parent)
@@ -456,7 +451,7 @@ class VFS:
             node = self._ctl_node(ino)
             if stat.S_ISDIR(node.mode):
                 raise IsADir()
-            fh = self.inodes.open(ino, flags)
+            fh = self.inodes.open(ino, flags, uncached=True)
             self._ctl_views[fh] = node.data  # one consistent view per open: status changes while it is read
             return fh
         row = self.store.get(ino)
@@ -469,7 +464,7 @@ class VFS:
             self._writable()
         if flags & os.O_TRUNC and row.size:
             self.setattr(ino, size=0)
-        return self.inodes.open(ino, flags)
+        return self.inodes.open(ino, flags, uncached=home.is_secret(row.flags))
 
     def _handle_ino(self, fh: int) -> int:
         h = self.inodes.handle(fh)

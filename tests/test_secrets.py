@@ -26,7 +26,7 @@ def _mkdirs(v: VFS, *names: bytes) -> int:
 def test_secret_value_is_write_only(vfs: VFS) -> None:  # noqa: F811
     secrets = _mkdirs(vfs, b"secrets")
     fh, ino = new_file(vfs, b"openai_key", b"sk-proj-abc", parent=secrets)
-    assert vfs.uncached(ino)
+    assert vfs.uncached(fh)
     assert errno_of(vfs.read, fh, 0, 100) == errno.EACCES
     vfs.release(fh)
     assert errno_of(vfs.open, ino, os.O_RDONLY) == errno.EACCES

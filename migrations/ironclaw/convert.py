@@ -117,19 +117,27 @@ def document_path(run: Run, row: dict[str, Any]) -> str:
     return run.scopes.document(row["user_id"], row.get("agent_id")) + layout.check_path(row["path"])
 
 
-def documents_where(run: Run) -> tuple[str, tuple[Any, ...]]:
-    """With `--agent`: that agent's documents and the shared ones it does not shadow at the same path."""
-    if run.scopes.agent is None:
-        return "", ()
-    return ("agent_id = %s OR (agent_id IS NULL AND NOT EXISTS (SELECT 1 FROM memory_documents d2 WHERE "
-            "d2.user_id = memory_documents.user_id AND d2.agent_id = %s AND d2.path = memory_documents.path))",
-            (run.scopes.agent, run.scopes.agent))
+def documents_where(run: Run, alias: str = "memory_documents") -> tuple[str, tuple[Any, ...]]:
+    """The documents this run migrates (`alias` names memory_documents in the query): with `--user`, that
+    user's; with `--agent`, that agent's and the shared ones it does not shadow at the same path."""
+    conds: list[str] = []
+    args: list[Any] = []
+    if run.only_user is not None:
+        conds.append(f"{alias}.user_id = %s")
+        args.append(run.only_user)
+    if run.scopes.agent is not None:
+        conds.append(f"{alias}.agent_id = %s OR ({alias}.agent_id IS NULL AND NOT EXISTS (SELECT 1 FROM "
+                     f"memory_documents d2 WHERE d2.user_id = {alias}.user_id AND d2.agent_id = %s AND "
+                     f"d2.path = {alias}.path))")
+        args += [run.scopes.agent, run.scopes.agent]
+    return " AND ".join(f"({c})" for c in conds), tuple(args)
 
 
 def documents(run: Run, after: dict[str, Any] | None, done: Callable[[Any], None]) -> None:
     """Documents in id order from after `after` (resume); `done(id)` after each one (checkpoints)."""
     where, args = documents_where(run)
-    for row in run.rows("memory_documents", ("id",), after=after, where=where, args=args):
+    for row in run.source.rows("memory_documents", ("id",), after=after, where=where, args=args):
+        run.read("memory_documents")
         try:
             path = document_path(run, row)
         except BadPath as e:
@@ -144,13 +152,11 @@ def documents(run: Run, after: dict[str, Any] | None, done: Callable[[Any], None
 def versions(run: Run) -> None:
     if not run.source.schema.has("memory_document_versions"):
         return
-    where, args = documents_where(run)
-    user, uargs = run.user_where("memory_documents")
-    conds = " AND ".join(f"({c})" for c in (where, user) if c)
+    where, args = documents_where(run, "d")
     query = ("SELECT v.id, v.version, v.content, v.content_hash, v.created_at, v.changed_by, "
              "d.user_id, d.agent_id, d.path FROM memory_document_versions v JOIN memory_documents d "
-             f"ON d.id = v.document_id {'WHERE ' + conds if conds else ''} ORDER BY v.id")
-    for row in run.source.query("versions", query.replace("memory_documents.", "d."), (*args, *uargs)):
+             f"ON d.id = v.document_id {'WHERE ' + where if where else ''} ORDER BY v.id")
+    for row in run.source.query("versions", query, args):
         run.read("memory_document_versions")
         try:
             path = document_path(run, row)

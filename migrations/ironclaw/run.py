@@ -246,10 +246,8 @@ def verify(run: Run, source: Source) -> dict[str, Any]:
 
 def _verify_documents(run: Run, source: Source, problems: list[str]) -> tuple[int, int]:
     where, args = convert.documents_where(run)
-    user, uargs = run.user_where("memory_documents")
-    clause = " AND ".join(f"({c})" for c in (where, user) if c)
     checked = mismatched = 0
-    for row in source.rows("memory_documents", ("id",), skip=("metadata",), where=clause, args=(*args, *uargs)):
+    for row in source.rows("memory_documents", ("id",), skip=("metadata",), where=where, args=args):
         try:
             path = convert.document_path(run, row)
         except BadPath:
