@@ -203,9 +203,11 @@ class Store:
             db.conn.close()
             raise
         try:
+            env = unlock(db, creds) if master_key is None else _envelope(db, master_key)
+            # Upgrade only once the key has been proven: a wrong passphrase leaves an older store untouched.
+            # Key slots and meta are version 1 tables, which unlock is all that reads.
             if db.schema_version() < LATEST:
                 db.migrate()
-            env = unlock(db, creds) if master_key is None else _envelope(db, master_key)
             return cls(db, env, lock=the_lock, readonly=readonly)
         except BaseException:
             db.conn.close()

@@ -42,6 +42,14 @@ Version 3:
 inodes.flags                        bit 1 (FLAG_SECRET): a secret's value, or a directory of secrets (see
                                     clawfs/home.py); set when created in or moved into `secrets/`, never cleared
 settings(key PK, value)             store settings that are not the index's: `migrate.*` progress and sources
+
+Version 4:
+
+index_meta                          rebuilt as an ordinary rowid table.  WITHOUT ROWID kept each value inside the
+                                    key b-tree, so the HNSW snapshot (hundreds of MB at 100k chunks) filled its
+                                    leaf overflow chain and every lookup of an absent key walked it: four such
+                                    lookups cost a mount over a second.  A rowid table keeps keys in small
+                                    interior pages and reads a value only when it is asked for.
 """
 
 from __future__ import annotations
@@ -140,6 +148,17 @@ MIGRATIONS.append((
     """
     ALTER TABLE inodes ADD COLUMN flags INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE settings (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+    """,
+))
+
+MIGRATIONS.append((
+    4,
+    "index_meta as a rowid table, so a large snapshot value no longer slows key lookups",
+    """
+    CREATE TABLE index_meta_v4 (key TEXT PRIMARY KEY, value);
+    INSERT INTO index_meta_v4 SELECT key, value FROM index_meta;
+    DROP TABLE index_meta;
+    ALTER TABLE index_meta_v4 RENAME TO index_meta;
     """,
 ))
 

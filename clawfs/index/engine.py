@@ -70,6 +70,7 @@ class IndexCore:
     does that in the indexer thread, so the mount is live at once) and `vectors` waits for them."""
 
     embedder: Embedder
+    blinder: tokens.Blinder
     settings: dict[str, int] = field(default_factory=dict)
     last_indexed_ns: int = 0
     snapshot_stale: bool = False  # rebuilt or caught up at load: worth saving again soon
@@ -119,7 +120,7 @@ class IndexCore:
                 tables.set_meta("embedder", name)
                 tables.set_meta("dim", embedder.dim)
         settings = {k: int(tables.meta(k) or v) for k, v in SETTINGS.items()}
-        return cls(embedder, settings)
+        return cls(embedder, tokens.Blinder(store.env.token_key), settings)
 
 
 def _vector_of(store: Store, digest: bytes, sealed: bytes) -> npt.NDArray[np.float32]:
@@ -196,7 +197,7 @@ sorted by length pad 4% in batches of 16, 128 would pad 14%).  Files still commi
 are embedded, so a big group delays no file more than a small one would."""
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: `in` over a group must not compare whole texts
 class _Pending:
     """A file read and chunked, waiting for its new chunks' vectors."""
 
@@ -316,7 +317,7 @@ def _commit(store: Store, core: IndexCore, files: list[_Pending], known: dict[by
                 elif tables.ref_vector(vid, +1) <= 1:
                     raise RuntimeError(f"vector {vid} vanished while indexing (a second index writer?)")
                 tables.add_chunk(p.ino, seq, piece.start, piece.end, vid,
-                                 tokens.blind_text(piece.text, store.env.token_key))
+                                 core.blinder.text(piece.text))
         for p in files:  # old chunks last: a vector one file lets go of may be one another file now uses
             tables.drop_chunks([cid for cid, _ in old[p.ino]])
             dropped += [vid for _, vid in old[p.ino] if tables.ref_vector(vid, -1) <= 0]
@@ -347,7 +348,7 @@ def search(store: Store, core: IndexCore, query: str, k: int = 10, path_prefix: 
             for cid in tables.chunks_with_vector(vid):
                 vec_chunks.append(cid)
                 similarity[cid] = sim
-    match = tokens.blind_query(query, store.env.token_key)
+    match = core.blinder.query(query)
     text_chunks = tables.bm25(match, CANDIDATES) if match else []
     hits: list[Hit] = []
     seen: set[int] = set()

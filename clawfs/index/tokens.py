@@ -4,13 +4,14 @@ This module owns the text side of hybrid search:
     * `tokenize`: NFKC-normalised, case-folded runs of Unicode letters and digits (underscore and punctuation
       separate words, as FTS5's unicode61 tokenizer does).  No stop words are dropped: BM25's idf already
       discounts common words, and short tokens such as "id" or "v2" are often the point of a query.
-    * `blind`: each token becomes "t" + base32(HMAC-SHA256(key, token)[:10]) -- 17 characters of [a-z2-7], one
-      FTS5 token that cannot be read as an operator.  The map is one-to-one in practice (80 bits), so term
+    * `Blinder` (and `blind`, `blind_text`, `blind_query` for one-off use): each token becomes
+      "t" + base32(HMAC-SHA256(key, token)[:10]) -- 17 characters of [a-z2-7], one FTS5 token that cannot be
+      read as an operator.  The map is one-to-one in practice (80 bits), so term
       frequencies, document lengths and therefore BM25 scores are exactly those of the plaintext tokens, while the
       table holds only keyed hashes.  The key is the store's "tokens" subkey (`Envelope.subkey("tokens")`).
       What it does not hide: equal words in different files have equal tokens, so token frequencies (and the
       word count of each chunk) are visible to whoever reads the raw database.
-    * `blind_query`: an FTS5 MATCH expression, an OR of the quoted blinded query tokens.
+    * `Blinder.query`: an FTS5 MATCH expression, an OR of the quoted blinded query tokens.
     * `rrf_fuse`: Reciprocal Rank Fusion of several rankings (BM25 and vector).
 """
 
@@ -45,37 +46,61 @@ def tokenize(text: str) -> list[str]:
     return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
 
 
-def _mac(key: bytes) -> hmac.HMAC:
-    if len(key) < 16:
-        raise ValueError("the token key must be at least 16 bytes")
-    return hmac.new(key, _DOMAIN, hashlib.sha256)
+class Blinder:
+    """`blind` for one key, remembering the tokens of recent words.
+
+    Words repeat heavily across an agent's files, so most of an indexing run's HMACs are of words seen
+    before; the memo (bounded: cleared when full) turns those into a dict lookup.  It holds plaintext words,
+    as the indexing process already holds the plaintext files; it is never written anywhere.
+    """
+
+    MAX_WORDS = 1 << 17
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 16:
+            raise ValueError("the token key must be at least 16 bytes")
+        self._base = hmac.new(key, _DOMAIN, hashlib.sha256)
+        self._memo: dict[str, str] = {}
+
+    def token(self, word: str) -> str:
+        found = self._memo.get(word)
+        if found is None:
+            if len(self._memo) >= self.MAX_WORDS:
+                self._memo.clear()
+            mac = self._base.copy()
+            mac.update(word.encode("utf-8", "surrogatepass"))
+            found = self._memo[word] = PREFIX + base64.b32encode(mac.digest()[:TOKEN_BYTES]).decode("ascii").lower()
+        return found
+
+    def blind(self, words: Iterable[str]) -> list[str]:
+        """Each word replaced by its keyed, truncated HMAC in an FTS5-safe alphabet; order and repeats kept."""
+        return [self.token(w) for w in words]
+
+    def text(self, text: str) -> str:
+        """The FTS5 column value for `text`: its blinded tokens separated by spaces."""
+        return " ".join(self.blind(tokenize(text)))
+
+    def query(self, query: str) -> str:
+        """An FTS5 MATCH expression for `query` (OR of its distinct blinded tokens, quoted).
+
+        Empty when the query has no word at all: the caller then skips the full-text side (an empty MATCH is
+        an FTS5 syntax error).
+        """
+        words = tokenize(query)
+        distinct = list(dict.fromkeys([w for w in words if w not in STOP_WORDS] or words))
+        return " OR ".join(f'"{token}"' for token in self.blind(distinct))
 
 
 def blind(tokens: Iterable[str], key: bytes) -> list[str]:
-    """Each token replaced by its keyed, truncated HMAC in an FTS5-safe alphabet; order and repeats kept."""
-    base = _mac(key)
-    out = []
-    for token in tokens:
-        mac = base.copy()
-        mac.update(token.encode("utf-8", "surrogatepass"))
-        out.append(PREFIX + base64.b32encode(mac.digest()[:TOKEN_BYTES]).decode("ascii").lower())
-    return out
+    return Blinder(key).blind(tokens)
 
 
 def blind_text(text: str, key: bytes) -> str:
-    """The FTS5 column value for `text`: its blinded tokens separated by spaces."""
-    return " ".join(blind(tokenize(text), key))
+    return Blinder(key).text(text)
 
 
 def blind_query(query: str, key: bytes) -> str:
-    """An FTS5 MATCH expression for `query` (OR of its distinct blinded tokens, quoted).
-
-    Empty when the query has no word at all: the caller then skips the full-text side (an empty MATCH is an
-    FTS5 syntax error).
-    """
-    words = tokenize(query)
-    distinct = list(dict.fromkeys([w for w in words if w not in STOP_WORDS] or words))
-    return " OR ".join(f'"{token}"' for token in blind(distinct, key))
+    return Blinder(key).query(query)
 
 
 def rrf_fuse(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> list[tuple[int, float]]:
