@@ -11,8 +11,11 @@ not listed (as ZFS's `.zfs`), so copies of a mount (`rsync -a`, `tar`, `cp -r`) 
                                     directory on the way is a plain directory), best first, itself left out
 
 Nothing here is stored: nodes live in memory with inode numbers from CTL_BASE up, and the indexer never sees
-them.  A search runs on the request path when its directory is looked up (one query embedding, ~20 ms); a
-similar/ lookup embeds nothing (the file's stored chunk vectors are the queries).
+them.  A search runs when its directory is looked up, in two steps: `prepare` hands the caller the search
+itself (a query embedding, ~10-20 ms; or seconds while the model loads at mount, or behind a batch the indexer
+is embedding), which the FUSE adapter runs in a worker thread so that no other request waits for it; `lookup`
+then builds the result directory from its answer.  A similar/ lookup embeds nothing (the file's stored chunk
+vectors are the queries) but goes the same way, since it too waits for the vectors to load.
 """
 
 from __future__ import annotations
@@ -47,6 +50,14 @@ SearchFn = Callable[[str, int], list[dict[str, Any]]]
 SimilarFn = Callable[[bytes, int], list[dict[str, Any]] | Literal["dir"] | None]
 """(path relative to the mount root, k) -> the files most like that indexed file, best first; "dir" for a
 directory; None when it is neither (missing, or a file with nothing indexed)."""
+Answer = list[dict[str, Any]] | Literal["dir"] | None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What the search of a prepared lookup found: a SearchFn's or SimilarFn's result."""
+
+    answer: Answer
 
 
 class ControlTree:
@@ -85,26 +96,49 @@ class ControlTree:
             self.nodes[ino].data = (json.dumps(self._status(), indent=2, sort_keys=True) + "\n").encode()
         return self.nodes.get(ino)
 
-    def lookup(self, parent: int, name: bytes) -> Node | None:
+    def prepare(self, parent: int, name: bytes) -> Callable[[], Prepared] | None:
+        """The search that looking up `name` in `parent` needs (None: none).  It touches no node, so it may run
+        in another thread while requests go on; pass its answer to `lookup`."""
+        search, similar = self._search, self._similar_fn
+        if parent == self.search_ino and search is not None:
+            query = name.decode("utf-8", "replace")
+            return lambda: Prepared(search(query, MAX_HITS))
+        if similar is not None and self._is_similar_dir(parent):
+            path = self._similar_path(parent, name)
+            return lambda: Prepared(similar(path, MAX_HITS))
+        return None
+
+    def lookup(self, parent: int, name: bytes, prepared: Prepared | None = None) -> Node | None:
+        """The node `name` in `parent`.  Under search/ and similar/ that needs what `prepare`'s search found;
+        without it (a VFS used without FUSE) the search runs here, in this thread."""
         p = self.nodes.get(parent)
         if p is None:
             return None
+        if prepared is None and (work := self.prepare(parent, name)) is not None:
+            prepared = work()
+        answer = prepared.answer if prepared is not None else None
         if parent == self.search_ino and self._search is not None:
-            return self._query_dir(name)  # searched again at every lookup: results follow the files
-        if self._similar_fn is not None and (parent == self.similar_ino or self._similar.get(parent, (b"", False))[1]):
-            return self._similar_node(parent, name)  # likewise, and a path may have become a file or gone
+            assert isinstance(answer, list)
+            return self._query_dir(name, answer)  # searched again at every lookup: results follow the files
+        if self._similar_fn is not None and self._is_similar_dir(parent):
+            return self._similar_node(parent, name, answer)  # likewise, and a path may have become a file or gone
         if name in p.children:
             return self.node(p.children[name])
         return None
+
+    def _is_similar_dir(self, ino: int) -> bool:
+        return ino == self.similar_ino or self._similar.get(ino, (b"", False))[1]
+
+    def _similar_path(self, parent: int, name: bytes) -> bytes:
+        base = self._similar[parent][0] if parent in self._similar else b""
+        return base + b"/" + name if base else name
 
     def listing(self, ino: int) -> list[tuple[bytes, Node]]:
         n = self.nodes[ino]
         return [(name, node) for name, c in n.children.items()
                 if name not in n.hidden and (node := self.node(c)) is not None]
 
-    def _query_dir(self, name: bytes) -> Node:
-        assert self._search is not None
-        hits = self._search(name.decode("utf-8", "replace"), MAX_HITS)
+    def _query_dir(self, name: bytes, hits: list[dict[str, Any]]) -> Node:
         old = self._queries.pop(name, None)
         d = self._results_dir(old if old in self.nodes else None, self.search_ino, name)
         self._fill(d, hits, b"../../../")
@@ -113,12 +147,9 @@ class ControlTree:
             self._drop(self._queries.popitem(last=False)[1])
         return d
 
-    def _similar_node(self, parent: int, name: bytes) -> Node | None:
+    def _similar_node(self, parent: int, name: bytes, found: Answer) -> Node | None:
         """`similar/<path>`: a plain directory for a directory of the mount, the results for an indexed file."""
-        assert self._similar_fn is not None
-        base = self._similar[parent][0] if parent in self._similar else b""
-        path = base + b"/" + name if base else name
-        found = self._similar_fn(path, MAX_HITS)
+        path = self._similar_path(parent, name)
         old = self.nodes[parent].children.get(name)
         if old is not None and (found is None or self._similar[old][1] != (found == "dir")):
             self._drop(old)  # gone, or a directory became a file (or the other way): start afresh

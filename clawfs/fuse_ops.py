@@ -26,7 +26,10 @@ P = ParamSpec("P")
 
 ENTRY_TIMEOUT = 300.0  # we are the only writer, so the kernel may cache names and attributes for long
 ATTR_TIMEOUT = 300.0
-MAX_TASKS = 1  # handlers never await, so more workers only add trio scheduling (measured: tar -x of 5000 files)
+MAX_TASKS = 8
+"""Worker tasks.  Only a `.clawfs` search awaits (in a thread); every other handler runs from start to end without
+an await, so it is atomic as before, and the others serve requests while searches run.  A second worker cost
+nothing measurable: tar -x of 5,000 files 6.2-6.6 s with 1 task or 4, cat and ls -lR alike."""
 
 
 def _errors_to_errno(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
@@ -71,7 +74,10 @@ class ClawOperations(pyfuse3.Operations):
 
     @_errors_to_errno
     async def lookup(self, parent_inode: int, name: bytes, ctx: RC) -> pyfuse3.EntryAttributes:
-        return _entry(self.vfs.lookup(parent_inode, name))
+        work = self.vfs.lookup_work(parent_inode, name)
+        # The one await of any handler: other requests run meanwhile (the vfs call below starts afresh).
+        prepared = await trio.to_thread.run_sync(work, abandon_on_cancel=True) if work else None
+        return _entry(self.vfs.lookup(parent_inode, name, prepared))
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         try:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from . import home
 from .control import NAME as CTL_NAME
-from .control import ControlTree, Node
+from .control import ControlTree, Node, Prepared
 from .db import InodeRow
 from .errors import (
     Exists,
@@ -187,9 +187,20 @@ class VFS:
         return self.store.get(ino)
 
     # -- lookups and attributes -----------------------------------------------------------------------------
-    def lookup(self, parent: int, name: bytes) -> Attr:
+    def lookup_work(self, parent: int, name: bytes) -> Callable[[], Prepared] | None:
+        """Blocking work that looking up `name` needs first, to be run off the request loop and its result passed
+        to `lookup`: a `.clawfs` search (see clawfs/control.py); None for every other name."""
+        if self.control is None or not self._ctl(parent):
+            return None
+        work = self.control.prepare(parent, name)
+        if work is not None and not self.readonly:
+            self.store.flush()  # the search reads through its own connection: let it see every change made so far
+        return work
+
+    def lookup(self, parent: int, name: bytes, prepared: Prepared | None = None) -> Attr:
         if self.control is not None and (self._ctl(parent) or (parent == ROOT and name == CTL_NAME)):
-            node = self.control.node(self.control.root) if parent == ROOT else self.control.lookup(parent, name)
+            node = self.control.node(self.control.root) if parent == ROOT else \
+                self.control.lookup(parent, name, prepared)
             if node is None:
                 raise NotFound()
             return self._ctl_attr(node)

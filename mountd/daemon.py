@@ -14,12 +14,12 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from clawfs import fuse_ops
 from clawfs.control import ControlTree
-from clawfs.errors import StoreBusy, UserError
+from clawfs.errors import FsError, IntegrityError, StoreBusy, UserError
 from clawfs.index import engine
 from clawfs.index.engine import IndexCore
 from clawfs.index.indexer import Indexer
@@ -74,12 +74,13 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, master: bytes,
         ready(str(e))
         return
     indexer: Indexer | None = None
+    searches = _SearchConnection(store_path, master)
     try:
         forbid_core_dumps()
         core = _index_core(store) if opts.index else None
         if core is not None and not opts.readonly:
             indexer = Indexer(store_path, master, core)
-        vfs = VFS(store, readonly=opts.readonly, control=_control_tree(store, core),
+        vfs = VFS(store, readonly=opts.readonly, control=_control_tree(store, core, searches),
                   on_change=indexer.notify if indexer else None)
         if not opts.readonly:
             purged = vfs.purge_orphans()
@@ -116,6 +117,7 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, master: bytes,
     finally:
         if indexer and started:
             indexer.stop()
+        searches.close()
         if not opts.readonly:
             with contextlib.suppress(Exception):
                 store.mark_unmounted()
@@ -149,21 +151,58 @@ def _load_in_background(store_path: str, master: bytes, core: IndexCore) -> None
     threading.Thread(target=run, name="clawfs-index-load", daemon=True).start()
 
 
-def _control_tree(store: Store, core: IndexCore | None) -> ControlTree:
+class _SearchConnection:
+    """The store as `.clawfs/` searches read it: a connection of their own, opened on first use, one search at a
+    time.  Searches run in worker threads (clawfs/fuse_ops.py), and the mount's connection belongs to the
+    request loop; the mount commits its pending writes before handing a search over, so this one sees them."""
+
+    def __init__(self, store_path: str, master: bytes) -> None:
+        self._path, self._master = store_path, master
+        self._store: Store | None = None
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def store(self) -> Iterator[Store]:
+        with self._lock:
+            if self._store is None:
+                self._store = Store.open(self._path, Credentials(tpm=False), readonly=True, lock=False,
+                                         master_key=self._master)
+            self._store.drop_cache()  # blocks cached by an earlier search may have been rewritten since
+            try:
+                yield self._store
+            except (UserError, IntegrityError) as e:  # e.g. the index failed to load: EIO, said in the log
+                raise FsError(f".clawfs search failed: {e}") from None
+
+    def close(self) -> None:
+        """Close the connection, unless a search abandoned at unmount still holds it (waiting for the index to
+        load): the process is about to exit, which closes it as well."""
+        if not self._lock.acquire(timeout=1.0):
+            return
+        try:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+        finally:
+            self._lock.release()
+
+
+def _control_tree(store: Store, core: IndexCore | None, searches: _SearchConnection) -> ControlTree:
     def as_dicts(hits: list[engine.Hit]) -> list[dict[str, Any]]:
         return [{"path": h.path, "score": h.score, "similarity": h.similarity, "snippet": h.snippet} for h in hits]
 
     def run_search(query: str, k: int) -> list[dict[str, Any]]:
         assert core is not None
-        return as_dicts(engine.search(store, core, query, k).hits)
+        with searches.store() as s:
+            return as_dicts(engine.search(s, core, query, k).hits)
 
     def run_similar(path: bytes, k: int) -> list[dict[str, Any]] | Literal["dir"] | None:
         assert core is not None
-        row = engine.lookup_path(store, path)
-        if row is None or stat.S_ISDIR(row.mode):
-            return None if row is None else "dir"
-        hits = engine.similar(store, core, row.id, k) if stat.S_ISREG(row.mode) else None
-        return None if hits is None else as_dicts(hits)
+        with searches.store() as s:
+            row = engine.lookup_path(s, path)
+            if row is None or stat.S_ISDIR(row.mode):
+                return None if row is None else "dir"
+            hits = engine.similar(s, core, row.id, k) if stat.S_ISREG(row.mode) else None
+            return None if hits is None else as_dicts(hits)
 
     return ControlTree(run_search if core else None, lambda: engine.status(store, core), os.getuid(), os.getgid(),
                        similar=run_similar if core else None)

@@ -22,7 +22,7 @@ from clawfs.index.engine import IndexCore
 from clawfs.keys import Credentials
 from clawfs.store import ROOT, Store
 from clawfs.vfs import VFS, Ctx
-from mountd.daemon import _control_tree
+from mountd.daemon import _control_tree, _SearchConnection
 
 CTX = Ctx(uid=0, gid=0)
 PW = b"pw"
@@ -130,7 +130,7 @@ def indexed(tmp_path: Path) -> Iterator[tuple[VFS, dict[bytes, int]]]:
     Store.create(path, [("passphrase", PW)], block_size=4096)
     store = Store.open(path, Credentials(passphrases=[PW]))
     core = IndexCore.load(store, "hashing-384")
-    vfs = VFS(store, control=_control_tree(store, core))
+    vfs = VFS(store, control=_control_tree(store, core, _SearchConnection(path, store.env.master_key)))
     inos = {}
     for name, text in {**NOTES, b"empty.md": b""}.items():
         parent = ROOT

@@ -74,6 +74,7 @@ class IndexCore:
     settings: dict[str, int] = field(default_factory=dict)
     last_indexed_ns: int = 0
     snapshot_stale: bool = False  # rebuilt or caught up at load: worth saving again soon
+    committing: int = 0  # files committed (dequeued) whose vectors are not in memory yet: still pending
     _vectors: VectorIndex | None = None
     _ready: threading.Event = field(default_factory=threading.Event)
     _load_error: str | None = None
@@ -302,6 +303,22 @@ def _commit(store: Store, core: IndexCore, files: list[_Pending], known: dict[by
     because this thread is the only writer of index tables; it learns the ids of the vectors added."""
     if not files:
         return
+    core.committing = len(files)
+    try:
+        added, dropped = _commit_rows(store, core, files, known, vectors)
+        if added:
+            core.vectors.add(list(added), np.stack(list(added.values())))
+        for vid in dropped:
+            core.vectors.remove(vid)
+    finally:
+        core.committing = 0
+    core.last_indexed_ns = time.time_ns()
+
+
+def _commit_rows(store: Store, core: IndexCore, files: list[_Pending], known: dict[bytes, int | None],
+                 vectors: dict[bytes, npt.NDArray[np.float32]]) -> tuple[dict[int, npt.NDArray[np.float32]],
+                                                                        list[int]]:
+    """The transaction of `_commit`; returns the vectors it added (by id) and the ids it dropped."""
     tables = IndexTables(store.db)
     added: dict[int, npt.NDArray[np.float32]] = {}
     dropped: list[int] = []
@@ -327,11 +344,7 @@ def _commit(store: Store, core: IndexCore, files: list[_Pending], known: dict[by
                 tables.set_file(p.ino, p.generation, time.time_ns(), len(p.pieces))
             if p.queued_ns is not None:
                 tables.dequeue(p.ino, p.queued_ns)
-    if added:
-        core.vectors.add(list(added), np.stack(list(added.values())))
-    for vid in dropped:
-        core.vectors.remove(vid)
-    core.last_indexed_ns = time.time_ns()
+    return added, dropped
 
 
 # -- search -----------------------------------------------------------------------------------------------------
@@ -459,6 +472,8 @@ def _stored_vector(store: Store, core: IndexCore, vid: int) -> npt.NDArray[np.fl
 def status(store: Store, core: IndexCore | None) -> dict[str, Any]:
     tables = IndexTables(store.db)
     counts = tables.counts()
+    if core is not None:  # read after the queue: a file leaves the queue before its vectors reach memory
+        counts["pending"] += core.committing
     return {
         "embedder": tables.meta("embedder"), "dim": tables.meta("dim"), **counts,
         "vectors_in_memory": len(core.vectors) if core and core.loaded else None,
