@@ -10,6 +10,11 @@ The mark is a flag on the inode (`FLAG_SECRET`), set when a file or directory is
 or a file is moved or linked into one, and never cleared: a secret moved out of `secrets/` stays unreadable, and
 a hard link cannot expose it.  A directory that is not already a secrets directory cannot be moved into one
 (EXDEV: `mv` then copies file by file, and each copy is marked).  The indexer never reads a marked inode.
+
+Earlier versions of a document live under a `.versions/` directory beside it (`.versions/MEMORY.md/2.md`; the
+IronClaw migration writes them).  They are indexed like any file, but searches leave them out unless the search
+is confined to a `.versions/` directory: otherwise every note with a history would fill the results with its
+own past.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from __future__ import annotations
 from .db.database import FLAG_SECRET
 
 SECRETS = b"secrets"
+VERSIONS = b".versions"
 
-__all__ = ["FLAG_SECRET", "SECRETS", "is_secret", "names_secrets_dir"]
+__all__ = ["FLAG_SECRET", "SECRETS", "VERSIONS", "is_secret", "is_version", "names_secrets_dir"]
 
 
 def is_secret(flags: int) -> bool:
@@ -32,3 +38,8 @@ def names_secrets_dir(parent_path: bytes | None, name: bytes) -> bool:
         return False
     parts = parent_path.split(b"/") if parent_path else []
     return not parts or (len(parts) == 2 and parts[0] == b"users")
+
+
+def is_version(path: bytes) -> bool:
+    """Is `path` (relative to the root) inside a `.versions/` directory, i.e. an earlier version of a file?"""
+    return VERSIONS in path.split(b"/")[:-1]

@@ -371,13 +371,21 @@ def search(store: Store, core: IndexCore, query: str, k: int = 10, path_prefix: 
             continue
         ino, start, end, _ = found
         path = store.path_of(ino)
-        if path is None or (path_prefix and not (path + b"/").startswith(path_prefix.rstrip(b"/") + b"/")):
+        if path is None or not _wanted(path, path_prefix):
             continue
         seen.add(ino)
         hits.append(Hit(ino, path, score, similarity.get(cid), _snippet(store, ino, start, end)))
         if len(hits) >= k:
             break
     return SearchResult(hits, q.tokens, q.truncated)
+
+
+def _wanted(path: bytes, prefix: bytes | None) -> bool:
+    """Is the file at `path` a result of a search confined to `prefix`?  Earlier versions (clawfs/home.py) are
+    only when the search is confined to a `.versions/` directory."""
+    if prefix and not (path + b"/").startswith(prefix.rstrip(b"/") + b"/"):
+        return False
+    return not home.is_version(path) or bool(prefix and home.is_version(prefix.rstrip(b"/") + b"/"))
 
 
 def _snippet(store: Store, ino: int, start: int, end: int, width: int = 160) -> str:
@@ -411,7 +419,8 @@ def similar(store: Store, core: IndexCore, ino: int, k: int = 10) -> list[Hit] |
     match (0 where none reached MIN_SIMILARITY).  Not the normalised mean of the chunks as one query: a note
     covering several topics averages into a vector near none of them, and a file matching one section well
     would be lost; per chunk each section finds its own neighbours, and the mean ranks first the files that
-    cover most of this one.  `similarity` is a hit's single best chunk match, its snippet that chunk."""
+    cover most of this one.  `similarity` is a hit's single best chunk match, its snippet that chunk.  Earlier
+    versions of files (clawfs/home.py) are left out, unless `ino` is one itself."""
     tables = IndexTables(store.db)
     own = [vid for _, vid in tables.chunks_of(ino)]
     if not own:
@@ -420,11 +429,12 @@ def similar(store: Store, core: IndexCore, ino: int, k: int = 10) -> list[Hit] |
         else own
     best, where = _neighbour_files(store, core, ino, np.stack([_stored_vector(store, core, v) for v in picked]),
                                    len(set(own)))
+    versions_too = home.is_version(store.path_of(ino) or b"")  # a file's own history only for an old version
     hits: list[Hit] = []
     for other, per in sorted(best.items(), key=lambda item: -sum(item[1])):
         path = store.path_of(other)
         found_chunk = tables.chunk(where[other][1])
-        if path is None or found_chunk is None:
+        if path is None or found_chunk is None or (home.is_version(path) and not versions_too):
             continue
         snippet = _snippet(store, other, found_chunk[1], found_chunk[2])
         hits.append(Hit(other, path, sum(per) / len(per), where[other][0], snippet))

@@ -18,9 +18,12 @@ import json
 import uuid
 from typing import Any
 
+from clawfs import home
+
 NAME_MAX = 255
-RESERVED_TOP = {".clawfs": "the .clawfs control tree", "secrets": "secrets/ holds write-only secret values",
-                ".versions": ".versions/ holds document versions"}
+RESERVED_TOP = {".clawfs": "the .clawfs control tree",
+                home.SECRETS.decode(): "secrets/ holds write-only secret values",
+                home.VERSIONS.decode(): ".versions/ holds document versions"}
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
