@@ -21,8 +21,12 @@ One run, one machine, four measurements against the targets of issue 4:
    with a keyfile (no Argon2id); `IndexCore.load` alone, with a breakdown; `clawfs --version` (interpreter and
    import cost); and searches through the live mount's `.clawfs/search/` (the first one loads the model).
 3. **Index freshness** (target p95 <= 2 s): on an idle mount of a fresh store (model already loaded by a first
-   file), files of 1-63 KiB holding a unique word are written and closed one at a time; the time from close
-   until `.clawfs/status` shows the file indexed (pending 0), and until `.clawfs/search/<word>/` lists it.
+   file), files of 1-63 KiB holding a unique word are written and closed one at a time.  Searchable time: from
+   close to the daemon's own stamp of the moment the file's vectors reached the in-memory index
+   (`last_indexed_ns` in `.clawfs/status`), confirmed by a `.clawfs/search/<word>/` that lists the file.  The
+   status is polled only every 100 ms (`FRESH_POLL`): polling every 5 ms, as this bench first did, itself slowed
+   the indexer by 15-25% (each poll preempts one of the two nice-10 torch threads, and the other waits for it).
+   The polled time (close to "pending 0" as seen by the poller) is reported too.
 4. **Indexing throughput** (target >= 0.9x raw): `SentenceTransformer.encode(paragraphs, batch_size=64)` against
    the indexer's own loop (`engine.index_files` over the queue) over files holding the same paragraphs, written
    through `VFS`: one paragraph per file (exactly the same texts embedded: the target ratio) and "notes" of 8
@@ -93,6 +97,7 @@ CTX = Ctx(uid=0, gid=0)
 TARGETS = {"search_p50_ms": 25.0, "mount_s": 1.0, "freshness_p95_s": 2.0, "throughput_ratio": 0.9}
 NOISE = 0.5  # norm of the noise added to a synthetic vector (cosine to its clean mixture about 0.9)
 CMD_TIMEOUT = 300.0
+FRESH_POLL = 0.1  # seconds between status polls while a freshness sample indexes (see the docstring)
 Vectors = npt.NDArray[np.float32]
 
 
@@ -930,14 +935,15 @@ def wait_indexed(mnt: Path, files: int, timeout: float, poll: float = 0.005) -> 
     raise TimeoutError(f"not indexed after {timeout} s: {read_status(mnt)}")
 
 
-def wait_searchable(mnt: Path, word: str, name: str, timeout: float) -> float:
-    """Seconds until `.clawfs/search/<word>/` lists `name`.  Each look-up uses a new directory name (trailing
-    spaces: same words) because the control tree keeps the result of a name it has answered."""
+def wait_searchable(mnt: Path, word: str, name: str, timeout: float) -> int:
+    """Searches before `.clawfs/search/<word>/` listed `name` (0: the first did).  Each look-up uses a new
+    directory name (trailing spaces: same words) because the control tree keeps the result of a name it has
+    answered."""
     t0 = time.perf_counter()
     for spaces in range(200):
         entries = os.listdir(mnt / ".clawfs" / "search" / (word + " " * spaces))
         if any(e.endswith("-" + name) for e in entries):
-            return time.perf_counter() - t0
+            return spaces
         if time.perf_counter() - t0 > timeout:
             break
         time.sleep(0.02)
@@ -986,11 +992,16 @@ def fresh_sample(mnt: Path, i: int, size: int, corpus: Corpus, rng: random.Rando
     text = fresh_text(corpus, size, word, rng)
     with open(mnt / "notes" / name, "w") as f:
         f.write(text)
-    t_closed = time.perf_counter()
-    indexed = wait_indexed(mnt, i + 2, timeout=30)
-    wait_searchable(mnt, word, name, timeout=30)
-    searchable = time.perf_counter() - t_closed
-    return {"bytes": len(text.encode()), "indexed_s": round(indexed, 3), "searchable_s": round(searchable, 3)}
+    closed_ns = time.time_ns()
+    indexed = wait_indexed(mnt, i + 2, timeout=30, poll=FRESH_POLL)
+    searched_ns = time.time_ns()
+    found_by_first_search = wait_searchable(mnt, word, name, timeout=30) == 0
+    # The daemon stamps `last_indexed_ns` when the file's vectors reach the in-memory index, i.e. the moment
+    # it became searchable; the search above checks that it really is.
+    last_ns = read_status(mnt)["last_indexed_ns"]
+    searchable = (last_ns - closed_ns) / 1e9 if found_by_first_search else (time.time_ns() - closed_ns) / 1e9
+    return {"bytes": len(text.encode()), "indexed_s": round(indexed, 3), "searchable_s": round(searchable, 3),
+            "found_by_first_search": found_by_first_search, "search_ms": round((time.time_ns() - searched_ns) / 1e6)}
 
 
 def freshness_report(samples: list[dict[str, Any]], status: dict[str, Any]) -> dict[str, Any]:
