@@ -404,12 +404,29 @@ def search(query: str | None, like: str | None, mountpoint: str | None, store: s
         return 0
     if result["truncated"]:
         click.echo(f"clawfs: note: the query was cut to the model's {result['max_tokens']} tokens", err=True)
-    for hit in result["hits"]:
-        click.echo(f"{hit['rank']:>3}  {hit['score']:.4f}  {hit['path']}\n       {hit['snippet']}")
+    shown = [(hit, _shown_path(hit["path"])) for hit in result["hits"]]
+    if odd := sum(1 for hit, path in shown if path != hit["path"]):
+        click.echo(f"clawfs: note: {odd} path(s) below are not valid UTF-8 and are shown in the shell's $'...' "
+                   "quoting (paste them as they are; --json gives them surrogate-escaped)", err=True)
+    for hit, path in shown:
+        click.echo(f"{hit['rank']:>3}  {hit['score']:.4f}  {path}\n       {hit['snippet']}")
     if not result["hits"]:
         click.echo("clawfs: no matches", err=True)
         return 1
     return 0
+
+
+def _shown_path(path: str) -> str:
+    """A result path for the terminal: as is when it is valid UTF-8 (no surrogate escapes), else as bash's
+    $'...' quoting writes it, each byte that is not printable ASCII as \\ooo (GNU ls's shell-escape style)."""
+    raw = path.encode("utf-8", "surrogateescape")
+    try:
+        raw.decode("utf-8")
+        return path
+    except UnicodeDecodeError:
+        pass
+    body = "".join(chr(b) if 32 <= b < 127 and b not in b"'\\" else f"\\{b:03o}" for b in raw)
+    return f"$'{body}'"
 
 
 @cli.command()
