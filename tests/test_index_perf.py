@@ -234,7 +234,8 @@ def test_indexer_thread_sees_late_commits_and_skips_only_the_bad_file(
         check.close()
 
 
-def test_a_model_that_cannot_load_leaves_the_queue_for_the_next_mount(tmp_path: Path) -> None:
+@pytest.mark.parametrize("step", ["load", "warm_up"])  # load runs in a thread beside the vectors' loading
+def test_a_model_that_cannot_load_leaves_the_queue_for_the_next_mount(tmp_path: Path, step: str) -> None:
     path = tmp_path / "nomodel.claw"
     Store.create(str(path), [("passphrase", PW)], block_size=4096, kdf="scrypt")
     store = Store.open(str(path), Credentials(passphrases=[PW]))
@@ -245,7 +246,7 @@ def test_a_model_that_cannot_load_leaves_the_queue_for_the_next_mount(tmp_path: 
         def refuse() -> None:
             raise EmbedderUnavailable("model file altered")
 
-        broken.warm_up = refuse  # type: ignore[method-assign]
+        setattr(broken, step, refuse)
         core.embedder = broken
         indexer = Indexer(str(path), Store.unlock_master(str(path), Credentials(passphrases=[PW])), core)
         vfs = VFS(store, on_change=indexer.notify)

@@ -4,9 +4,9 @@ The VFS queues changed files (in the transaction of the change) and calls `notif
 file once `DEBOUNCE` has passed since it was last queued (an editor's save is several calls), sleeping until
 exactly then, and takes the ready files in groups (`engine.index_files`: their new chunks share model
 batches, each file commits once its chunks are embedded).  Nothing here runs on the FUSE request path.  At
-start the thread loads the vectors, then the model, and runs the model once, so the first file changed after
-mounting does not wait for torch's import (seconds).  `stop()` interrupts between embedding batches: what is
-not committed yet waits for the next mount.
+start the thread loads the vectors while a second thread loads the model, then runs the model once, so the
+first file changed after mounting does not wait for torch's import (seconds).  `stop()` interrupts between
+embedding batches: what is not committed yet waits for the next mount.
 
 The HNSW snapshot (about 3 KiB per vector, seconds to seal and write at 100k chunks, in a transaction the
 mount's writes wait for) is saved every `SNAPSHOT_EVERY` changes, after `SNAPSHOT_SECONDS` once the queue has
@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from kernel.process import lower_thread_priority
 
@@ -90,15 +91,22 @@ class Indexer:
             store.close()
 
     def _get_ready(self, store: Store) -> bool:
-        """Vectors first (searches wait for them), then the model, both before the first file needs them;
-        False if the model cannot load."""
-        if not self.core.loaded:  # the mount went live without waiting for this (a 100k-chunk index: ~1.5 s)
-            self.core.load_vectors(store)
-        if self.core.snapshot_stale:  # rebuilt or caught up at load: saved at the first idle moment
-            self._changes += 1
-            self._last_snapshot = time.monotonic() - SNAPSHOT_SECONDS
-            self.core.snapshot_stale = False
+        """The vectors and the model, both before the first file needs them (and a first search, which waits
+        for both); False if the model cannot load.  The model loads in a second thread meanwhile: torch's import
+        is seconds of mostly Python, the vectors' read, decryption and graph load at 100k chunks ~1.5 s of
+        mostly native code, and the two overlap on two cores."""
+        with ThreadPoolExecutor(1, thread_name_prefix="clawfs-model-load") as pool:
+            model = pool.submit(self.core.embedder.load)  # the thread inherits this one's lowered priority
+            if not self.core.loaded:  # the mount went live without waiting for this
+                self.core.load_vectors(store)
+            if self.core.snapshot_stale:  # rebuilt or caught up at load: saved at the first idle moment
+                self._changes += 1
+                self._last_snapshot = time.monotonic() - SNAPSHOT_SECONDS
+                self.core.snapshot_stale = False
+            model_error = model.exception()
         try:
+            if model_error is not None:
+                raise model_error
             self.core.embedder.warm_up()
         except UserError as e:  # not file by file: each would be dropped from the queue as failed
             log.error("the embedding model cannot load (%s); changes stay queued for the next mount", e)
