@@ -8,6 +8,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 CLAWFS = str(Path(sys.executable).parent / "clawfs")
 PASSPHRASE = b"correct horse battery staple"
@@ -80,3 +81,26 @@ def store_bytes(store: Path) -> bytes:
         if p.exists():
             out += p.read_bytes()
     return out
+
+
+def vfs_write_tree(vfs: Any, files: dict[bytes, bytes]) -> dict[bytes, int]:
+    """Write `files` (path relative to the root -> contents) through a `clawfs.vfs.VFS`, making directories on
+    the way, as root; returns each file's inode number."""
+    from clawfs.errors import FsError
+    from clawfs.store import ROOT
+    from clawfs.vfs import Ctx
+
+    ctx = Ctx(uid=0, gid=0)
+    inos = {}
+    for name, text in files.items():
+        parent = ROOT
+        for part in name.split(b"/")[:-1]:
+            try:
+                parent = vfs.lookup(parent, part).ino
+            except FsError:
+                parent = vfs.mkdir(parent, part, 0o755, ctx).ino
+        fh, attr = vfs.create(parent, name.rsplit(b"/", 1)[-1], 0o100644, os.O_RDWR, ctx)
+        vfs.write(fh, 0, text)
+        vfs.release(fh)
+        inos[name] = attr.ino
+    return inos

@@ -8,18 +8,17 @@ not by meaning).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import vfs_write_tree
 
 from clawfs import home
-from clawfs.errors import FsError
 from clawfs.index import engine
 from clawfs.index.engine import IndexCore
 from clawfs.keys import Credentials
-from clawfs.store import ROOT, Store
+from clawfs.store import Store
 from clawfs.vfs import VFS, Ctx
 
 CTX = Ctx(uid=0, gid=0)
@@ -39,19 +38,7 @@ def indexed(tmp_path: Path) -> Iterator[tuple[Store, IndexCore, dict[bytes, int]
     Store.create(path, [("passphrase", PW)], block_size=4096)
     store = Store.open(path, Credentials(passphrases=[PW]))
     core = IndexCore.load(store, "hashing-384")
-    vfs = VFS(store)
-    inos = {}
-    for name, text in FILES.items():
-        parent = ROOT
-        for part in name.split(b"/")[:-1]:
-            try:
-                parent = vfs.lookup(parent, part).ino
-            except FsError:
-                parent = vfs.mkdir(parent, part, 0o755, CTX).ino
-        fh, attr = vfs.create(parent, name.rsplit(b"/", 1)[-1], 0o100644, os.O_RDWR, CTX)
-        vfs.write(fh, 0, text)
-        vfs.release(fh)
-        inos[name] = attr.ino
+    inos = vfs_write_tree(VFS(store), FILES)
     engine.index_files(store, core, [(ino, None) for ino in inos.values()])
     try:
         yield store, core, inos

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from helpers import vfs_write_tree
 
 from clawfs.control import MAX_SIMILAR, ControlTree
 from clawfs.errors import FsError
@@ -131,19 +132,9 @@ def indexed(tmp_path: Path) -> Iterator[tuple[VFS, dict[bytes, int]]]:
     store = Store.open(path, Credentials(passphrases=[PW]))
     core = IndexCore.load(store, "hashing-384")
     vfs = VFS(store, control=_control_tree(store, core, _SearchConnection(path, store.env.master_key)))
-    inos = {}
-    for name, text in {**NOTES, b"empty.md": b""}.items():
-        parent = ROOT
-        for part in name.split(b"/")[:-1]:
-            try:
-                parent = vfs.lookup(parent, part).ino
-            except FsError:
-                parent = vfs.mkdir(parent, part, 0o755, CTX).ino
-        fh, attr = vfs.create(parent, name.rsplit(b"/", 1)[-1], 0o644, os.O_RDWR, CTX)
-        vfs.write(fh, 0, text)
-        vfs.release(fh)
-        inos[name] = attr.ino
-        engine.index_file(store, core, attr.ino)
+    inos = vfs_write_tree(vfs, {**NOTES, b"empty.md": b""})
+    for ino in inos.values():
+        engine.index_file(store, core, ino)
     yield vfs, inos
     store.close()
 
