@@ -381,8 +381,8 @@ def search(store: Store, core: IndexCore, query: str, k: int = 10, path_prefix: 
 
 
 def _wanted(path: bytes, prefix: bytes | None) -> bool:
-    """Is the file at `path` a result of a search confined to `prefix`?  Earlier versions (clawfs/home.py) are
-    only when the search is confined to a `.versions/` directory."""
+    """Is the file at `path` a result of a search confined to `prefix`?  An earlier version (clawfs/home.py) is
+    one only when the search is confined to a `.versions/` directory."""
     if prefix and not (path + b"/").startswith(prefix.rstrip(b"/") + b"/"):
         return False
     return not home.is_version(path) or bool(prefix and home.is_version(prefix.rstrip(b"/") + b"/"))
