@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from clawfs.index.vectors import IndexParams, SnapshotError, VectorIndex
+from clawfs.index.vectors import _HEADER, IndexParams, SnapshotError, VectorIndex
 
 DIM = 384
 
@@ -259,3 +259,56 @@ def test_concurrent_searches_while_a_writer_adds() -> None:
             t.join()
     assert not errors, errors[0]
     assert len(index) == 3_000 - 59 and modes == {"exact", "hnsw"}
+
+
+def churned_hnsw_index() -> tuple[VectorIndex, NDArray[Any]]:
+    """An HNSW-mode index whose graph has deleted slots, reused slots and revived ids (every case of a label)."""
+    data = clustered(2_600, 32, clusters=20, seed=11)
+    index = VectorIndex(32, exact_below=0, ef=40)
+    index.add(range(2_000), data[:2_000])
+    for i in range(0, 2_000, 7):
+        index.remove(i)
+    index.add(range(5_000, 5_200), data[2_000:2_200])  # new ids take deleted slots
+    index.add([7, 14, 21], data[2_200:2_203])  # removed ids come back with new vectors
+    index.add([1, 2], data[2_203:2_205])  # live ids take new vectors in place
+    return index, data[2_300:]
+
+
+def test_hnsw_snapshot_leaves_the_matrix_out_and_reads_it_back_from_the_graph() -> None:
+    index, queries = churned_hnsw_index()
+    assert index.mode == "hnsw"
+    blob = index.to_bytes()
+    n = len(index)
+    exact_mode = VectorIndex.from_bytes(blob, exact_below=10**9).to_bytes()  # same index, matrix kept
+    assert len(exact_mode) - len(blob) == n * 32 * 4, "the matrix is in the HNSW-mode snapshot after all"
+    copy = VectorIndex.from_bytes(blob)
+    assert sorted(copy.ids().tolist()) == sorted(index.ids().tolist())
+    for i in index.ids().tolist():
+        original, restored = index.vector(i), copy.vector(i)
+        assert original is not None and restored is not None
+        np.testing.assert_allclose(restored, original, atol=1e-6)  # hnswlib's own unit-length copy
+    assert copy.search_batch(queries, 10) == index.search_batch(queries, 10)  # the graph answers: identical
+    exact_a = index.search_batch(queries, 10, exact=True)
+    exact_b = copy.search_batch(queries, 10, exact=True)
+    assert [[i for i, _ in r] for r in exact_a] == [[i for i, _ in r] for r in exact_b]
+
+
+def test_version_1_snapshot_with_its_matrix_still_loads() -> None:
+    index, queries = churned_hnsw_index()
+    small = VectorIndex.from_bytes(index.to_bytes(), exact_below=10**9)
+    blob = bytearray(small.to_bytes())  # exact mode: the matrix is in, which is version 1's layout
+    blob[4:6] = (1).to_bytes(2, "little")
+    old = VectorIndex.from_bytes(bytes(blob))
+    assert old.search_batch(queries, 10) == small.search_batch(queries, 10)
+    blob[6:8] = (3).to_bytes(2, "little")  # version 1 never left the matrix out
+    with pytest.raises(SnapshotError):
+        VectorIndex.from_bytes(bytes(blob))
+
+
+def test_an_image_not_in_hnswlib_layout_is_refused() -> None:
+    index, _ = churned_hnsw_index()
+    blob = bytearray(index.to_bytes())
+    image_at = _HEADER.size + 8 * len(index)  # our header, the ids, no matrix: then hnswlib's image
+    blob[image_at + 4 * 8] ^= 0x08  # its label_offset (the 5th size_t of its header)
+    with pytest.raises(SnapshotError, match="level-0 layout"):
+        VectorIndex.from_bytes(bytes(blob))

@@ -8,7 +8,7 @@ start the thread loads the vectors while a second thread loads the model, then r
 first file changed after mounting does not wait for torch's import (seconds).  `stop()` interrupts between
 embedding batches: what is not committed yet waits for the next mount.
 
-The HNSW snapshot (about 3 KiB per vector, seconds to seal and write at 100k chunks, in a transaction the
+The HNSW snapshot (about 1.7 KiB per vector, seconds to seal and write at 100k chunks, in a transaction the
 mount's writes wait for) is saved every `SNAPSHOT_EVERY` changes, after `SNAPSHOT_SECONDS` once the queue has
 been idle for `IDLE_SECONDS`, and at stop; never between a file's close and its indexing.
 """
