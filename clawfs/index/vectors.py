@@ -559,7 +559,7 @@ def _rows_from_image(image: memoryview, ids: NDArray[np.int64], dim: int) -> NDA
         raise SnapshotError("HNSW image too short")
     off0, _, count, size, label_at, data_at, *_ = _HNSW_HEADER.unpack_from(image)
     vec_bytes = dim * 4
-    if (off0 != 0 or data_at < 4 or data_at + vec_bytes > label_at or label_at + 8 != size
+    if (off0 != 0 or data_at < 4 or data_at + vec_bytes != label_at or label_at + 8 != size
             or len(image) < _HNSW_HEADER.size + count * size):
         raise SnapshotError("HNSW image does not have hnswlib's level-0 layout")
     level0 = np.frombuffer(image, dtype=np.uint8, count=count * size, offset=_HNSW_HEADER.size).reshape(count, size)
