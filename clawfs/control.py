@@ -6,9 +6,13 @@ not listed (as ZFS's `.zfs`), so copies of a mount (`rsync -a`, `tar`, `cp -r`) 
                                     (scores: xattr `user.clawfs.scores` of the query directory; Linux allows no
                                     user.* xattrs on symlinks, so they cannot carry their own)
     .clawfs/search/<query>/.results.json   rank, score, path and snippet of every hit (not listed)
+    .clawfs/search/<query>/.results?k=N&path=P   the same for another count and/or confined to the files
+                                    under path P (percent-encoded; not listed): what `clawfs search --mount`
+                                    reads for `-k` and `--path`, so they work as on an unmounted store
     .clawfs/similar/<path>/         the same for the files most similar in meaning to the indexed file at
                                     <path> (relative to the mount root, walked a component at a time: each
                                     directory on the way is a plain directory), best first, itself left out
+                                    (its `.results.json` and `.results?...` as under search/)
 
 Nothing here is stored: nodes live in memory with inode numbers from CTL_BASE up, and the indexer never sees
 them.  A search runs when its directory is looked up, in two steps: `prepare` hands the caller the search
@@ -23,6 +27,7 @@ from __future__ import annotations
 import json
 import stat
 import time
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +37,9 @@ CTL_BASE = 1 << 56
 NAME = b".clawfs"
 MAX_QUERIES = 64  # query directories kept; older ones vanish (their inode numbers then answer ENOENT)
 MAX_SIMILAR = 64  # nodes kept under similar/ (directories and result directories), least recently looked up go
-MAX_HITS = 20
+MAX_HITS = 20  # the symlinks and `.results.json` of a result directory
+MAX_K = 1000  # the most hits a `.results?k=N` file lists
+PARAMS = b".results?"
 
 
 @dataclass
@@ -46,10 +53,11 @@ class Node:
     hidden: set[bytes] = field(default_factory=set)
 
 
-SearchFn = Callable[[str, int], list[dict[str, Any]]]
-SimilarFn = Callable[[bytes, int], list[dict[str, Any]] | Literal["dir"] | None]
-"""(path relative to the mount root, k) -> the files most like that indexed file, best first; "dir" for a
-directory; None when it is neither (missing, or a file with nothing indexed)."""
+SearchFn = Callable[[str, int, bytes | None], list[dict[str, Any]]]
+"""(query, k, path prefix or None) -> the k best files, best first."""
+SimilarFn = Callable[[bytes, int, bytes | None], list[dict[str, Any]] | Literal["dir"] | None]
+"""(path relative to the mount root, k, path prefix or None) -> the files most like that indexed file, best
+first; "dir" for a directory; None when it is neither (missing, or a file with nothing indexed)."""
 Answer = list[dict[str, Any]] | Literal["dir"] | None
 
 
@@ -102,11 +110,25 @@ class ControlTree:
         search, similar = self._search, self._similar_fn
         if parent == self.search_ino and search is not None:
             query = name.decode("utf-8", "replace")
-            return lambda: Prepared(search(query, MAX_HITS))
+            return lambda: Prepared(search(query, MAX_HITS, None))
         if similar is not None and self._is_similar_dir(parent):
             path = self._similar_path(parent, name)
-            return lambda: Prepared(similar(path, MAX_HITS))
+            return lambda: Prepared(similar(path, MAX_HITS, None))
+        if (params := parse_results_name(name)) is not None and (source := self._source(parent)) is not None:
+            kind, what = source
+            if kind == "search" and search is not None:
+                return lambda: Prepared(search(what.decode("utf-8", "replace"), *params))
+            if kind == "similar" and similar is not None:
+                return lambda: Prepared(similar(what, *params))
         return None
+
+    def _source(self, ino: int) -> tuple[Literal["search", "similar"], bytes] | None:
+        """What result directory `ino` answers: ("search", its query) or ("similar", its file's path)."""
+        query = next((q for q, d in self._queries.items() if d == ino), None)
+        if query is not None:
+            return "search", query
+        path, is_dir = self._similar.get(ino, (b"", True))
+        return None if is_dir else ("similar", path)
 
     def lookup(self, parent: int, name: bytes, prepared: Prepared | None = None) -> Node | None:
         """The node `name` in `parent`.  Under search/ and similar/ that needs what `prepare`'s search found;
@@ -122,6 +144,8 @@ class ControlTree:
             return self._query_dir(name, answer)  # searched again at every lookup: results follow the files
         if self._similar_fn is not None and self._is_similar_dir(parent):
             return self._similar_node(parent, name, answer)  # likewise, and a path may have become a file or gone
+        if parse_results_name(name) is not None and self._source(parent) is not None:
+            return self._results_file(p, name, answer)
         if name in p.children:
             return self.node(p.children[name])
         return None
@@ -196,11 +220,16 @@ class ControlTree:
             entry = b"%02d-" % rank + path.rsplit(b"/", 1)[-1]
             self._add(stat.S_IFLNK | 0o777, d.ino, entry, data=up + path)
             lines.append(b"%02d %.6f %s" % (rank, hit["score"], path))
-        results = [{**h, "rank": i, "path": h["path"].decode("utf-8", "surrogateescape")}
-                   for i, h in enumerate(hits, 1)]
-        self._add(stat.S_IFREG | 0o444, d.ino, b".results.json", hidden=True,
-                  data=(json.dumps(results, indent=2) + "\n").encode())
+        self._add(stat.S_IFREG | 0o444, d.ino, b".results.json", hidden=True, data=_results_json(hits))
         d.xattrs[b"user.clawfs.scores"] = b"\n".join(lines)
+
+    def _results_file(self, d: Node, name: bytes, hits: Answer) -> Node | None:
+        """The hidden `.results?...` file of result directory `d`, made afresh from its search's answer."""
+        if (old := d.children.get(name)) is not None:
+            self._drop(old)
+        if not isinstance(hits, list):
+            return None  # a similar/ file that has gone or become a directory since
+        return self._add(stat.S_IFREG | 0o444, d.ino, name, hidden=True, data=_results_json(hits))
 
     def _drop(self, ino: int) -> None:
         """Forget a node and everything under it (their inode numbers then answer ENOENT)."""
@@ -220,3 +249,35 @@ class ControlTree:
         if node is not None:
             for child in node.children.values():
                 self._discard(child)
+
+
+def _results_json(hits: list[dict[str, Any]]) -> bytes:
+    results = [{**h, "rank": i, "path": h["path"].decode("utf-8", "surrogateescape")} for i, h in enumerate(hits, 1)]
+    return (json.dumps(results, indent=2) + "\n").encode()
+
+
+def results_name(k: int, prefix: bytes | None) -> bytes:
+    """The name of the hidden file in a result directory that lists `k` hits under `prefix`."""
+    query = b"k=%d" % k
+    if prefix:
+        query += b"&path=" + urllib.parse.quote_from_bytes(prefix, safe="").encode()
+    return PARAMS + query
+
+
+def parse_results_name(name: bytes) -> tuple[int, bytes | None] | None:
+    """(k, path prefix or None) of a `results_name`; None for any other name, or a malformed one."""
+    if not name.startswith(PARAMS):
+        return None
+    fields: dict[bytes, bytes] = {}
+    for item in name[len(PARAMS):].split(b"&"):
+        key, eq, value = item.partition(b"=")
+        if not eq or key not in (b"k", b"path") or key in fields:
+            return None
+        fields[key] = urllib.parse.unquote_to_bytes(value)
+    try:
+        k = int(fields.get(b"k", b"%d" % MAX_HITS))
+    except ValueError:
+        return None
+    if not 1 <= k <= MAX_K:
+        return None
+    return k, fields.get(b"path", b"").strip(b"/") or None

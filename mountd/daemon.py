@@ -190,18 +190,18 @@ def _control_tree(store: Store, core: IndexCore | None, searches: _SearchConnect
     def as_dicts(hits: list[engine.Hit]) -> list[dict[str, Any]]:
         return [{"path": h.path, "score": h.score, "similarity": h.similarity, "snippet": h.snippet} for h in hits]
 
-    def run_search(query: str, k: int) -> list[dict[str, Any]]:
+    def run_search(query: str, k: int, prefix: bytes | None) -> list[dict[str, Any]]:
         assert core is not None
         with searches.store() as s:
-            return as_dicts(engine.search(s, core, query, k).hits)
+            return as_dicts(engine.search(s, core, query, k, prefix).hits)
 
-    def run_similar(path: bytes, k: int) -> list[dict[str, Any]] | Literal["dir"] | None:
+    def run_similar(path: bytes, k: int, prefix: bytes | None) -> list[dict[str, Any]] | Literal["dir"] | None:
         assert core is not None
         with searches.store() as s:
             row = engine.lookup_path(s, path)
             if row is None or stat.S_ISDIR(row.mode):
                 return None if row is None else "dir"
-            hits = engine.similar(s, core, row.id, k) if stat.S_ISREG(row.mode) else None
+            hits = engine.similar(s, core, row.id, k, prefix) if stat.S_ISREG(row.mode) else None
             return None if hits is None else as_dicts(hits)
 
     return ControlTree(run_search if core else None, lambda: engine.status(store, core), os.getuid(), os.getgid(),

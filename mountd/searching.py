@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from clawfs import control
 from clawfs.errors import StoreBusy, UserError
 from clawfs.index import engine
 from clawfs.index.engine import IndexCore
@@ -28,22 +29,30 @@ def _query_name(query: str) -> tuple[str, bool]:
     return raw[:NAME_MAX].decode("utf-8", "ignore"), True
 
 
-def _under(path: str, prefix: str | None) -> bool:
-    if not prefix:
-        return True
-    p = prefix.strip("/")
-    return path == p or path.startswith(p + "/")
+def _prefix_bytes(prefix: str | None) -> bytes | None:
+    return (prefix.strip("/").encode("utf-8", "surrogateescape") or None) if prefix else None
 
 
-def _mounted_results(mountpoint: str, *parts: str) -> tuple[str, list[dict[str, Any]]]:
-    """(mount root, the hits in `.clawfs/<parts>/.results.json`) of a live mount."""
+def _mounted_results(mountpoint: str, parts: tuple[str, str], k: int,
+                     prefix: str | None) -> tuple[str, list[dict[str, Any]]]:
+    """(mount root, the first `k` hits under `prefix` in result directory `.clawfs/<parts>/`) of a live mount:
+    its `.results.json` where that has them all, else the daemon's answer to `.results?k=N&path=P`."""
     entry = mounts.find_by_mountpoint(mountpoint)
     if entry is None or entry.fstype != "fuse.clawfs":
         raise UserError(f"{mountpoint} is not a ClawFS mount")
-    results_file = os.path.join(entry.mountpoint, ".clawfs", *parts, ".results.json")
+    name = ".results.json"
+    if prefix or k > control.MAX_HITS:
+        if k > control.MAX_K:
+            raise UserError(f"a live mount lists at most {control.MAX_K} hits; ask for fewer with -k")
+        raw = control.results_name(k, _prefix_bytes(prefix))
+        if len(raw) > NAME_MAX:
+            raise UserError(f"--path {prefix} is too long to pass through the mount; search the unmounted "
+                            "store with --store")
+        name = raw.decode("ascii")
+    results_file = os.path.join(entry.mountpoint, ".clawfs", *parts, name)
     try:
         with open(results_file, encoding="utf-8", errors="surrogateescape") as f:
-            hits: list[dict[str, Any]] = json.load(f)
+            hits: list[dict[str, Any]] = json.load(f)[:k]
     except FileNotFoundError:
         if parts[0] == "similar" and _has_index(entry.mountpoint):
             raise UserError(f"{parts[1]} is not an indexed file of the mount at {mountpoint}") from None
@@ -61,8 +70,7 @@ def via_mount(mountpoint: str, query: str, k: int, prefix: str | None) -> dict[s
     name, cut = _query_name(query)
     if not name:
         raise UserError("the query is empty")
-    _, hits = _mounted_results(mountpoint, "search", name)
-    hits = [h for h in hits if _under(h["path"], prefix)][:k]
+    _, hits = _mounted_results(mountpoint, ("search", name), k, prefix)
     for rank, hit in enumerate(hits, 1):
         hit["rank"] = rank
     return {"query": query, "hits": hits, "truncated": cut, "max_tokens": None, "source": "mount"}
@@ -73,8 +81,7 @@ def similar_via_mount(mountpoint: str, path: str, k: int, prefix: str | None) ->
     root = os.path.realpath(mountpoint)
     if os.path.isabs(path) and (path + "/").startswith(root + "/"):
         path = path[len(root):]
-    _, hits = _mounted_results(mountpoint, "similar", path.strip("/"))
-    hits = [h for h in hits if _under(h["path"], prefix)][:k]
+    _, hits = _mounted_results(mountpoint, ("similar", path.strip("/")), k, prefix)
     for rank, hit in enumerate(hits, 1):
         hit["rank"] = rank
     return {"similar": path, "hits": hits, "truncated": False, "max_tokens": None, "source": "mount"}
@@ -108,7 +115,7 @@ def _hit_dicts(hits: list[engine.Hit]) -> list[dict[str, Any]]:
 
 def via_store(store_path: str, creds: Credentials, query: str, k: int, prefix: str | None) -> dict[str, Any]:
     with _unmounted_index(store_path, creds) as (store, core):
-        result = engine.search(store, core, query, k, prefix.strip("/").encode() if prefix else None)
+        result = engine.search(store, core, query, k, _prefix_bytes(prefix))
     return {"query": query, "hits": _hit_dicts(result.hits), "truncated": result.truncated,
             "query_tokens": result.query_tokens, "max_tokens": core.embedder.max_tokens, "source": "store"}
 
@@ -116,11 +123,10 @@ def via_store(store_path: str, creds: Credentials, query: str, k: int, prefix: s
 def similar_via_store(store_path: str, creds: Credentials, path: str, k: int, prefix: str | None) -> dict[str, Any]:
     with _unmounted_index(store_path, creds) as (store, core):
         row = engine.lookup_path(store, path.strip("/").encode("utf-8", "surrogateescape"))
-        hits = engine.similar(store, core, row.id, 10 * k if prefix else k) if row is not None else None
+        hits = engine.similar(store, core, row.id, k, _prefix_bytes(prefix)) if row is not None else None
     if hits is None:
         raise UserError(f"{path} is not an indexed file of {store_path}")
-    picked = [h for h in hits if _under(h.path.decode("utf-8", "surrogateescape"), prefix)][:k]
-    return {"similar": path, "hits": _hit_dicts(picked), "truncated": False, "max_tokens": None, "source": "store"}
+    return {"similar": path, "hits": _hit_dicts(hits), "truncated": False, "max_tokens": None, "source": "store"}
 
 
 def reindex(store: Store, embedder: str | None, *, show_progress: bool) -> int:

@@ -39,7 +39,7 @@ class BlockingSearch:
         self.release = threading.Event()
         self.thread: str | None = None
 
-    def __call__(self, query: str, k: int) -> list[dict[str, Any]]:
+    def __call__(self, query: str, k: int, prefix: bytes | None) -> list[dict[str, Any]]:
         self.thread = threading.current_thread().name
         self.started.set()
         if not self.release.wait(WAIT):
@@ -101,7 +101,7 @@ def test_a_failed_search_answers_eio_and_the_loop_goes_on(tmp_path: Path) -> Non
     Store.create(path, [("passphrase", PW)], block_size=4096)
     store = Store.open(path, Credentials(passphrases=[PW]))
 
-    def broken(query: str, k: int) -> list[dict[str, Any]]:
+    def broken(query: str, k: int, prefix: bytes | None) -> list[dict[str, Any]]:
         raise FsError(".clawfs search failed: the index is not loaded (snapshot unreadable)")
 
     adapter = ClawOperations(VFS(store, control=ControlTree(broken, lambda: {}, os.getuid(), os.getgid())))

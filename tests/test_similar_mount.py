@@ -166,3 +166,21 @@ def test_results_follow_a_rename_and_the_cli_reads_the_mount(home: tuple[StoreFi
         assert missing.returncode == 1 and "not an indexed file" in missing.stderr, missing.stderr
     finally:
         os.rename(mnt / "money" / "tax-return.md", mnt / "money" / "taxes.md")
+
+
+def test_cli_path_and_k_go_through_the_mount(home: tuple[StoreFixture, Path]) -> None:
+    """`--path` and `-k` above a result directory's 20 reach the daemon as `.results?k=N&path=P` (a name with
+    `?`, `&` and `%` through the kernel) and give what the unmounted store gives."""
+    _, mnt = home
+    out = run("search", "money owed by a client", "--mount", str(mnt), "--path", "/money/", "-k", "30", "--json")
+    found = [h["path"] for h in json.loads(out.stdout)["hits"]]
+    assert found and set(found) <= {"money/taxes.md", "money/invoices.md"}, found
+    assert found[0] == "money/invoices.md", found
+    out = run("search", "--similar", "notes/dog.md", "--mount", str(mnt), "--path", "money", "-k", "25", "--json")
+    assert {h["path"] for h in json.loads(out.stdout)["hits"]} <= {"money/taxes.md", "money/invoices.md"}
+    qdir = mnt / ".clawfs" / "search" / "our dog saw the vet"
+    with open(qdir / ".results?k=2&path=pets", encoding="utf-8") as f:
+        assert [h["path"] for h in json.load(f)] == ["pets/rex-clinic.md"]
+    assert not [n for n in os.listdir(qdir) if n.startswith(".results")]
+    with pytest.raises(FileNotFoundError), open(qdir / ".results?k=0"):
+        pass

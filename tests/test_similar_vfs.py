@@ -51,7 +51,7 @@ class FakeIndex:
         self.tree = tree
         self.asked: list[bytes] = []
 
-    def __call__(self, path: bytes, k: int) -> list[dict[str, Any]] | Literal["dir"] | None:
+    def __call__(self, path: bytes, k: int, prefix: bytes | None) -> list[dict[str, Any]] | Literal["dir"] | None:
         self.asked.append(path)
         found = self.tree.get(path)
         if found is None or found == "dir":

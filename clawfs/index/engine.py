@@ -348,44 +348,107 @@ def _commit_rows(store: Store, core: IndexCore, files: list[_Pending], known: di
 
 
 # -- search -----------------------------------------------------------------------------------------------------
+MAX_CANDIDATES = CANDIDATES * 4**4
+"""How deep (per side) a filtered search digs for candidates its filter keeps: 12,800 chunks."""
+
+
+class _Files:
+    """Which files a search may return (under `prefix`; earlier versions only if `versions`), each file's path
+    looked up once.  `dropped` says whether any candidate was refused (filtered out, or gone since)."""
+
+    def __init__(self, store: Store, tables: IndexTables, prefix: bytes | None, *, versions: bool) -> None:
+        self.store, self.tables, self.versions = store, tables, versions
+        self.prefix = prefix.strip(b"/") + b"/" if prefix and prefix.strip(b"/") else None
+        self.dropped = False
+        self._paths: dict[int, bytes | None] = {}
+
+    def path(self, ino: int) -> bytes | None:
+        """The path of file `ino` if the search may return it, else None."""
+        if ino not in self._paths:
+            path = self.store.path_of(ino)
+            if path is not None and self.prefix is not None and not (path + b"/").startswith(self.prefix):
+                path = None
+            if path is not None and not self.versions and home.is_version(path):
+                path = None
+            self._paths[ino] = path
+            self.dropped = self.dropped or path is None
+        return self._paths[ino]
+
+    def keeps_chunk(self, cid: int) -> bool:
+        found = self.tables.chunk(cid)
+        return found is not None and self.path(found[0]) is not None
+
+
 def search(store: Store, core: IndexCore, query: str, k: int = 10, path_prefix: bytes | None = None) -> SearchResult:
-    """Hybrid search: vector and BM25 candidates fused by Reciprocal Rank Fusion, best file first."""
+    """Hybrid search: vector and BM25 candidates (CANDIDATES a side) fused by Reciprocal Rank Fusion, best file
+    first.  Earlier versions (clawfs/home.py) are left out unless `path_prefix` is inside a `.versions/`.
+
+    A filter (the prefix, the versions rule) is applied as the fused list is read; when that leaves fewer than
+    k files and candidates were refused, the search digs deeper (x4 per round, up to MAX_CANDIDATES a side) and
+    counts a side's CANDIDATES among the chunks the filter keeps: the answer a search of those files alone would
+    give, so a narrow `--path` still finds its files when the whole store's best matches lie elsewhere."""
     tables = IndexTables(store.db)
     q = core.embedder.embed_query(query)
-    similarity: dict[int, float] = {}
-    vec_chunks: list[int] = []
-    if len(core.vectors):
-        for vid, sim in core.vectors.search(q.vector, min(CANDIDATES, len(core.vectors))):
-            if sim < MIN_SIMILARITY:
-                continue
-            for cid in tables.chunks_with_vector(vid):
-                vec_chunks.append(cid)
-                similarity[cid] = sim
     match = core.blinder.query(query)
-    text_chunks = tables.bm25(match, CANDIDATES) if match else []
+    files = _Files(store, tables, path_prefix,
+                   versions=bool(path_prefix and home.is_version(path_prefix.rstrip(b"/") + b"/")))
+    depth = CANDIDATES
+    rankings, similarity, exhausted = _candidates(core, tables, q.vector, match, depth)
+    hits = _fuse(store, tables, files, rankings, similarity, k)
+    while len(hits) < k and files.dropped and depth < MAX_CANDIDATES and not all(exhausted):
+        depth *= 4
+        rankings, similarity, exhausted = _candidates(core, tables, q.vector, match, depth)
+        rankings = [[c for c in side if files.keeps_chunk(c)][:CANDIDATES] for side in rankings]
+        hits = _fuse(store, tables, files, rankings, similarity, k)
+        # a side with its full count inside the filter is done too: its deeper ranks would not enter
+        exhausted = [done or len(side) >= CANDIDATES for side, done in zip(rankings, exhausted, strict=True)]
+    return SearchResult(hits, q.tokens, q.truncated)
+
+
+def _candidates(core: IndexCore, tables: IndexTables, query: npt.NDArray[np.float32], match: str,
+                n: int) -> tuple[list[list[int]], dict[int, float], list[bool]]:
+    """The vector and BM25 rankings of chunks, `n` deep each, the vector side's similarities, and for each
+    side whether it holds every candidate there is."""
+    vec, similarity, vec_done = _vector_candidates(core, tables, query, n)
+    text = tables.bm25(match, n) if match else []
+    return [vec, text], similarity, [vec_done, len(text) < n]
+
+
+def _vector_candidates(core: IndexCore, tables: IndexTables, query: npt.NDArray[np.float32],
+                       n: int) -> tuple[list[int], dict[int, float], bool]:
+    """The chunks of the `n` nearest vectors at MIN_SIMILARITY or more (copies of a text share a vector: each
+    copy is a candidate), their similarities, and whether there are no more to find."""
+    found = core.vectors.search(query, min(n, len(core.vectors))) if len(core.vectors) else []
+    chunks: list[int] = []
+    similarity: dict[int, float] = {}
+    for vid, sim in found:  # best first
+        if sim < MIN_SIMILARITY:
+            return chunks, similarity, True
+        for cid in tables.chunks_with_vector(vid):
+            chunks.append(cid)
+            similarity[cid] = sim
+    return chunks, similarity, len(found) < n
+
+
+def _fuse(store: Store, tables: IndexTables, files: _Files, rankings: list[list[int]],
+          similarity: dict[int, float], k: int) -> list[Hit]:
+    """The first k files of the chunk rankings fused by RRF, each at its best chunk, those `files` refuses left
+    out."""
     hits: list[Hit] = []
     seen: set[int] = set()
-    for cid, score in tokens.rrf_fuse([vec_chunks, text_chunks]):
+    for cid, score in tokens.rrf_fuse(rankings):
         found = tables.chunk(cid)
         if found is None or found[0] in seen:
             continue
         ino, start, end, _ = found
-        path = store.path_of(ino)
-        if path is None or not _wanted(path, path_prefix):
+        path = files.path(ino)
+        if path is None:
             continue
         seen.add(ino)
         hits.append(Hit(ino, path, score, similarity.get(cid), _snippet(store, ino, start, end)))
         if len(hits) >= k:
             break
-    return SearchResult(hits, q.tokens, q.truncated)
-
-
-def _wanted(path: bytes, prefix: bytes | None) -> bool:
-    """Is the file at `path` a result of a search confined to `prefix`?  An earlier version (clawfs/home.py) is
-    one only when the search is confined to a `.versions/` directory."""
-    if prefix and not (path + b"/").startswith(prefix.rstrip(b"/") + b"/"):
-        return False
-    return not home.is_version(path) or bool(prefix and home.is_version(prefix.rstrip(b"/") + b"/"))
+    return hits
 
 
 def _snippet(store: Store, ino: int, start: int, end: int, width: int = 160) -> str:
@@ -411,48 +474,57 @@ def lookup_path(store: Store, path: bytes) -> InodeRow | None:
     return row
 
 
-def similar(store: Store, core: IndexCore, ino: int, k: int = 10) -> list[Hit] | None:
-    """The files most similar in meaning to file `ino`, best first and without it; None when it has no indexed
-    chunks.  Nothing is embedded: the file's own stored chunk vectors are the queries.
+def similar(store: Store, core: IndexCore, ino: int, k: int = 10,
+            path_prefix: bytes | None = None) -> list[Hit] | None:
+    """The files most similar in meaning to file `ino` (under `path_prefix` if given), best first and without
+    it; None when it has no indexed chunks.  Nothing is embedded: the file's own stored chunk vectors are the
+    queries.
 
     Each chunk asks for its nearest chunks, and a file scores the mean, over the asking chunks, of its best
     match (0 where none reached MIN_SIMILARITY).  Not the normalised mean of the chunks as one query: a note
     covering several topics averages into a vector near none of them, and a file matching one section well
     would be lost; per chunk each section finds its own neighbours, and the mean ranks first the files that
     cover most of this one.  `similarity` is a hit's single best chunk match, its snippet that chunk.  Earlier
-    versions of files (clawfs/home.py) are left out, unless `ino` is one itself."""
+    versions of files (clawfs/home.py) are left out, unless `ino` is one itself.  When the filter leaves fewer
+    than k files, each chunk asks for 4x more neighbours, up to MAX_CANDIDATES (as `search` digs)."""
     tables = IndexTables(store.db)
     own = [vid for _, vid in tables.chunks_of(ino)]
     if not own:
         return None
     picked = [own[i * len(own) // SIMILAR_CHUNKS] for i in range(SIMILAR_CHUNKS)] if len(own) > SIMILAR_CHUNKS \
         else own
-    best, where = _neighbour_files(store, core, ino, np.stack([_stored_vector(store, core, v) for v in picked]),
-                                   len(set(own)))
-    versions_too = home.is_version(store.path_of(ino) or b"")  # a file's own history only for an old version
-    hits: list[Hit] = []
-    for other, per in sorted(best.items(), key=lambda item: -sum(item[1])):
-        path = store.path_of(other)
-        found_chunk = tables.chunk(where[other][1])
-        if path is None or found_chunk is None or (home.is_version(path) and not versions_too):
-            continue
-        snippet = _snippet(store, other, found_chunk[1], found_chunk[2])
-        hits.append(Hit(other, path, sum(per) / len(per), where[other][0], snippet))
-        if len(hits) >= k:
-            break
-    return hits
+    queries = np.stack([_stored_vector(store, core, v) for v in picked])
+    # a file's own history only for an old version
+    files = _Files(store, tables, path_prefix, versions=home.is_version(store.path_of(ino) or b""))
+    # The file's own vectors come back too (itself, its neighbouring sections): ask for that many more.
+    n = min(len(core.vectors), CANDIDATES + min(len(set(own)), 3 * CANDIDATES))
+    while True:
+        best, where, more = _neighbour_files(tables, core, ino, queries, n)
+        hits: list[Hit] = []
+        for other, per in sorted(best.items(), key=lambda item: -sum(item[1])):
+            path = files.path(other)
+            found_chunk = tables.chunk(where[other][1])
+            if path is None or found_chunk is None:
+                continue
+            snippet = _snippet(store, other, found_chunk[1], found_chunk[2])
+            hits.append(Hit(other, path, sum(per) / len(per), where[other][0], snippet))
+            if len(hits) >= k:
+                break
+        if len(hits) >= k or not files.dropped or not more or n >= min(len(core.vectors), MAX_CANDIDATES):
+            return hits
+        n = min(4 * n, len(core.vectors), MAX_CANDIDATES)
 
 
-def _neighbour_files(store: Store, core: IndexCore, ino: int, queries: npt.NDArray[np.float32],
-                     own: int) -> tuple[dict[int, list[float]], dict[int, tuple[float, int]]]:
-    """For every other file near any query chunk: its best similarity per query, and its best (similarity,
-    chunk id) overall."""
-    tables = IndexTables(store.db)
-    # The file's own `own` vectors come back too (itself, its neighbouring sections): ask for that many more.
-    n = min(len(core.vectors), CANDIDATES + min(own, 3 * CANDIDATES))
+def _neighbour_files(tables: IndexTables, core: IndexCore, ino: int, queries: npt.NDArray[np.float32],
+                     n: int) -> tuple[dict[int, list[float]], dict[int, tuple[float, int]], bool]:
+    """For every other file among the `n` nearest chunks of any query: its best similarity per query, and its
+    best (similarity, chunk id) overall; and whether a deeper look could find more (a query's `n` neighbours
+    all reached MIN_SIMILARITY)."""
     best: dict[int, list[float]] = {}
     where: dict[int, tuple[float, int]] = {}
+    more = False
     for q, found in enumerate(core.vectors.search_batch(queries, n) if n else []):
+        more = more or (len(found) == n and found[-1][1] >= MIN_SIMILARITY)
         for vid, sim in found:
             if sim < MIN_SIMILARITY:
                 continue
@@ -464,7 +536,7 @@ def _neighbour_files(store: Store, core: IndexCore, ino: int, queries: npt.NDArr
                 per[q] = max(per[q], sim)
                 if sim > where.get(chunk[0], (-1.0, 0))[0]:
                     where[chunk[0]] = (sim, cid)
-    return best, where
+    return best, where, more
 
 
 def _stored_vector(store: Store, core: IndexCore, vid: int) -> npt.NDArray[np.float32]:
