@@ -734,9 +734,25 @@ def measure_search(path: Path, queries: list[str]) -> dict[str, Any]:
         out["query_embedding_by_torch_threads_ms"] = {n: embed_timing(core.embedder, queries, n) for n in (2, 1)}
         out["profile_top_tottime"] = profile_searches(store, core, queries[: min(50, len(queries))])
         out["example"] = example_hits(store, core, queries[0])
+        out["confined"] = confined_searches(store, core, queries)
     finally:
         store.close()
     return out
+
+
+def confined_searches(store: Store, core: IndexCore, queries: list[str]) -> dict[str, Any]:
+    """`--path` to one directory of 50 files (~2% of the store): the cost of digging past the candidates the
+    prefix refuses, and how often it still finds its 10 files."""
+    prefix = b"home/notes/d0007"
+    ms, hits = [], []
+    for q in queries:
+        t0 = time.perf_counter()
+        found = engine.search(store, core, q, k=10, path_prefix=prefix).hits
+        ms.append((time.perf_counter() - t0) * 1000)
+        hits.append(len(found))
+        assert all(h.path.startswith(prefix + b"/") for h in found), "a hit outside the prefix"
+    return {"prefix": prefix.decode(), "total_ms": stats(ms), "hits_mean": round(float(np.mean(hits)), 2),
+            "full_share": round(sum(n == 10 for n in hits) / len(hits), 3)}
 
 
 def embed_timing(emb: Embedder, queries: list[str], threads: int) -> dict[str, float]:
