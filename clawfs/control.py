@@ -1,7 +1,8 @@
 """The `.clawfs/` control tree: a read-only virtual directory at the root of every mount, reachable by name but
 not listed (as ZFS's `.zfs`), so copies of a mount (`rsync -a`, `tar`, `cp -r`) hold the agent's files only.
 
-    .clawfs/status                  JSON: embedder, files/chunks/vectors indexed, pending changes, last indexed
+    .clawfs/status                  JSON: embedder, files/chunks/vectors indexed, pending changes, last indexed,
+                                    the model's state ("failed: ..." says why and the fix), why an index is off
     .clawfs/search/<query>/         symlinks `NN-<name>` to the matching files, best first
                                     (scores: xattr `user.clawfs.scores` of the query directory; Linux allows no
                                     user.* xattrs on symlinks, so they cannot carry their own)

@@ -77,10 +77,10 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, master: bytes,
     searches = _SearchConnection(store_path, master)
     try:
         forbid_core_dumps()
-        core = _index_core(store) if opts.index else None
+        core, off = _index_core(store) if opts.index else (None, "mounted with -o noindex")
         if core is not None and not opts.readonly:
             indexer = Indexer(store_path, master, core)
-        vfs = VFS(store, readonly=opts.readonly, control=_control_tree(store, core, searches),
+        vfs = VFS(store, readonly=opts.readonly, control=_control_tree(store, core, searches, off),
                   on_change=indexer.notify if indexer else None)
         if not opts.readonly:
             purged = vfs.purge_orphans()
@@ -125,13 +125,13 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, master: bytes,
         log.info("unmounted %s", store_path)
 
 
-def _index_core(store: Store) -> IndexCore | None:
-    """The semantic index, or None (logged) when it cannot run here, e.g. the model package is missing."""
+def _index_core(store: Store) -> tuple[IndexCore | None, str | None]:
+    """The semantic index, or None (logged) and why when it cannot run here, e.g. the model package is missing."""
     try:
-        return IndexCore.open(store)  # the indexer thread loads the vectors once the mount is live
+        return IndexCore.open(store), None  # the indexer thread loads the vectors once the mount is live
     except UserError as e:
         log.warning("semantic index off for this mount: %s", e)
-        return None
+        return None, str(e)
 
 
 def _load_in_background(store_path: str, master: bytes, core: IndexCore) -> None:
@@ -186,7 +186,8 @@ class _SearchConnection:
             self._lock.release()
 
 
-def _control_tree(store: Store, core: IndexCore | None, searches: _SearchConnection) -> ControlTree:
+def _control_tree(store: Store, core: IndexCore | None, searches: _SearchConnection,
+                  off: str | None = None) -> ControlTree:
     def as_dicts(hits: list[engine.Hit]) -> list[dict[str, Any]]:
         return [{"path": h.path, "score": h.score, "similarity": h.similarity, "snippet": h.snippet} for h in hits]
 
@@ -204,7 +205,7 @@ def _control_tree(store: Store, core: IndexCore | None, searches: _SearchConnect
             hits = engine.similar(s, core, row.id, k, prefix) if stat.S_ISREG(row.mode) else None
             return None if hits is None else as_dicts(hits)
 
-    return ControlTree(run_search if core else None, lambda: engine.status(store, core), os.getuid(), os.getgid(),
+    return ControlTree(run_search if core else None, lambda: engine.status(store, core, off), os.getuid(), os.getgid(),
                        similar=run_similar if core else None)
 
 

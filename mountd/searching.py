@@ -53,17 +53,25 @@ def _mounted_results(mountpoint: str, parts: tuple[str, str], k: int,
     try:
         with open(results_file, encoding="utf-8", errors="surrogateescape") as f:
             hits: list[dict[str, Any]] = json.load(f)[:k]
-    except FileNotFoundError:
-        if parts[0] == "similar" and _has_index(entry.mountpoint):
-            raise UserError(f"{parts[1]} is not an indexed file of the mount at {mountpoint}") from None
-        raise UserError(f"the mount at {mountpoint} has no semantic index (mounted with noindex, or the "
-                        "model is missing: see its log)") from None
+    except OSError as e:
+        raise _no_results(entry.mountpoint, mountpoint, parts, e) from None
     return entry.mountpoint, hits
 
 
-def _has_index(root: str) -> bool:
+def _no_results(root: str, mountpoint: str, parts: tuple[str, str], err: OSError) -> UserError:
+    """Why a live mount gave no results, from its `.clawfs/status` (a daemon says whether and why its index is
+    off, and how its model fared)."""
     with open(os.path.join(root, ".clawfs", "status"), encoding="utf-8") as f:
-        return json.load(f).get("settings") is not None  # None: the mount runs without an index
+        st = json.load(f)
+    if st.get("index_off") or st.get("settings", {}) is None:  # the second: a daemon from before `index_off`
+        return UserError(f"the mount at {mountpoint} has no semantic index: {st.get('index_off') or 'see its log'}")
+    model = st.get("model") or ""
+    if model.startswith("failed"):
+        return UserError(f"the mount at {mountpoint} cannot search: its embedding model {model}; then remount "
+                         "(changes made meanwhile stay queued for the index)")
+    if parts[0] == "similar" and isinstance(err, FileNotFoundError):
+        return UserError(f"{parts[1]} is not an indexed file of the mount at {mountpoint}")
+    return UserError(f"the mount at {mountpoint} could not answer ({err.strerror}); its log says why")
 
 
 def via_mount(mountpoint: str, query: str, k: int, prefix: str | None) -> dict[str, Any]:

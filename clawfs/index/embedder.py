@@ -90,6 +90,11 @@ class Embedder(ABC):
     def load(self) -> None:  # noqa: B027 - optional hook, a no-op for model-free embedders
         """Load the model now (it is otherwise loaded on first use). Raises EmbedderUnavailable."""
 
+    @property
+    def state(self) -> str:
+        """"not loaded", "loading", "ready", or "failed: <why and the fix>" (for `.clawfs/status`)."""
+        return "ready"
+
     def warm_up(self) -> None:
         """Load the model and run it once on a full-length input: the first call of a model pays for setting
         up its kernels and buffers, which would otherwise delay the first file indexed."""
@@ -136,6 +141,7 @@ class MiniLMEmbedder(Embedder):
         self._model: Any = None
         self._tokenizer: Tokenizer | None = None
         self._lock = threading.Lock()
+        self._state = "not loaded"  # read without the lock, which a load holds for seconds
         self.bf16 = native_bf16()  # fixed at construction: load() converts the weights accordingly
         self.threads: int | None = None  # torch threads per model call; None: `torch_threads()` each call
 
@@ -149,7 +155,17 @@ class MiniLMEmbedder(Embedder):
     def load(self) -> None:
         with self._lock:
             if self._model is None:
-                self._model = _load_minilm(self.model_dir(), self.dim, self.max_tokens, bf16=self.bf16)
+                self._state = "loading"
+                try:
+                    self._model = _load_minilm(self.model_dir(), self.dim, self.max_tokens, bf16=self.bf16)
+                except EmbedderUnavailable as e:
+                    self._state = f"failed: {e}"
+                    raise
+                self._state = "ready"
+
+    @property
+    def state(self) -> str:
+        return self._state
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         """Embed in batches of `batch_size`, longest texts first (least padding); the lock is taken per batch,

@@ -551,7 +551,9 @@ def _stored_vector(store: Store, core: IndexCore, vid: int) -> npt.NDArray[np.fl
     return vec
 
 
-def status(store: Store, core: IndexCore | None) -> dict[str, Any]:
+def status(store: Store, core: IndexCore | None, off: str | None = None) -> dict[str, Any]:
+    """`.clawfs/status`: what is indexed and pending, and whether search works (`index_off`: why a mount has
+    no index; `model`: the embedder's state, "failed: ..." naming the problem and the fix)."""
     tables = IndexTables(store.db)
     counts = tables.counts()
     if core is not None:  # read after the queue: a file leaves the queue before its vectors reach memory
@@ -563,4 +565,6 @@ def status(store: Store, core: IndexCore | None) -> dict[str, Any]:
         "loaded": core.loaded if core else False,
         "last_indexed_ns": core.last_indexed_ns if core else None,
         "settings": core.settings if core else None,
+        "model": core.embedder.state if core else None,
+        "index_off": None if core else off or "no index",
     }
