@@ -33,12 +33,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import io
 import json
 import math
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -53,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import machine
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -481,29 +480,12 @@ def best_block_size(ratios: dict[str, Any], targets: dict[str, Any], sizes: dict
             "rule": "most targets met, then highest geometric mean of speed ratios vs gocryptfs"}
 
 
-def machine_info(work: Path) -> dict[str, Any]:
-    def out(cmd: list[str]) -> str:
-        try:
-            return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            return "?"
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "?")
-    mem = Path("/proc/meminfo").read_text().split("\n", 1)[0].split(":")[1].strip()
-    return {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "hostname": platform.node(),
-        "nproc": os.cpu_count(), "cpu": cpu, "memory": mem, "kernel": platform.release(),
-        "python": platform.python_version(), "loadavg_at_end": Path("/proc/loadavg").read_text().split()[:3],
-        "gocryptfs": out(["gocryptfs", "-version"]).splitlines()[0],
-        "clawfs": out([clawfs_cmd(), "--version"]), "fusermount3": out(["fusermount3", "--version"]),
-        "clawfs_git": out(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
-        "clawfs_git_dirty": bool(out(["git", "-C", str(REPO), "status", "--porcelain", "--", "clawfs",
-                                      "mountd", "kernel"])),
-        "work_dir_device": out(["findmnt", "-n", "-o", "SOURCE,FSTYPE", "-T", str(work)]),
-        "same_device_as_work": os.stat(work).st_dev == os.stat("/work").st_dev
-        if os.path.exists("/work") else None,
-    }
+def machine_details(work: Path) -> dict[str, Any]:
+    return machine.machine_info(
+        gocryptfs=machine.out(["gocryptfs", "-version"]).splitlines()[0],
+        clawfs=machine.out([clawfs_cmd(), "--version"]), fusermount3=machine.out(["fusermount3", "--version"]),
+        work_dir_device=machine.out(["findmnt", "-n", "-o", "SOURCE,FSTYPE", "-T", str(work)]),
+        same_device_as_work=os.stat(work).st_dev == os.stat("/work").st_dev if os.path.exists("/work") else None)
 
 
 def clawfs_cmd() -> str:
@@ -665,7 +647,7 @@ def build_report(a: argparse.Namespace, work: Path, runs: dict[str, list[dict[st
     ratios, targets = ratios_and_targets(results) if "gocryptfs" in results else ({}, {})
     sizes = {f"clawfs-{size_label(bs)}": bs for bs in a.block_sizes}
     return {
-        "machine": machine_info(work),
+        "machine": machine_details(work),
         "config": {"size_mib": a.size_mib, "files": a.files, "repeat": a.repeat, "block_sizes": a.block_sizes,
                    "quick": a.quick, "small_cold": not a.small_warm, "requests": REQUESTS,
                    "request_order": "1MiB first in runs 1, 3, ...; 128KiB first in runs 2, 4, ...",

@@ -51,12 +51,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
-import datetime as dt
 import gzip
 import io
 import json
 import os
-import platform
 import pstats
 import random
 import re
@@ -72,6 +70,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import machine
 import numpy as np
 import numpy.typing as npt
 from rich.console import Console
@@ -1041,24 +1040,10 @@ def targets_of(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def machine_info() -> dict[str, Any]:
-    def out(cmd: list[str]) -> str:
-        try:
-            return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            return "?"
-
+def machine_details() -> dict[str, Any]:
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "?")
-    return {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "nproc": os.cpu_count(), "cpu": cpu,
-            "memory": Path("/proc/meminfo").read_text().split("\n", 1)[0].split(":")[1].strip(),
-            "kernel": platform.release(), "python": platform.python_version(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "clawfs_git": out(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
-            "clawfs_git_dirty": bool(out(["git", "-C", str(REPO), "status", "--porcelain", "--", "clawfs", "mountd"])),
-            "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]}
+    return machine.machine_info(torch=torch.__version__, torch_threads=torch.get_num_threads())
 
 
 def fmt(v: Any) -> str:
@@ -1193,7 +1178,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
             with contextlib.suppress(OSError):
                 parent.rmdir()
-    report = {"machine": machine_info(), "config": {"quick": a.quick, "seed": a.seed, **sizes.__dict__,
+    report = {"machine": machine_details(), "config": {"quick": a.quick, "seed": a.seed, **sizes.__dict__,
                                                     "noise": NOISE, "wall_s": round(time.perf_counter() - t0)},
               **report}
     report["targets"] = targets_of(report)
