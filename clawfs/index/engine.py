@@ -500,19 +500,26 @@ def similar(store: Store, core: IndexCore, ino: int, k: int = 10,
     n = min(len(core.vectors), CANDIDATES + min(len(set(own)), 3 * CANDIDATES))
     while True:
         best, where, more = _neighbour_files(tables, core, ino, queries, n)
-        hits: list[Hit] = []
-        for other, per in sorted(best.items(), key=lambda item: -sum(item[1])):
-            path = files.path(other)
-            found_chunk = tables.chunk(where[other][1])
-            if path is None or found_chunk is None:
-                continue
-            snippet = _snippet(store, other, found_chunk[1], found_chunk[2])
-            hits.append(Hit(other, path, sum(per) / len(per), where[other][0], snippet))
-            if len(hits) >= k:
-                break
+        hits = _best_files(store, tables, files, best, where, k)
         if len(hits) >= k or not files.dropped or not more or n >= min(len(core.vectors), MAX_CANDIDATES):
             return hits
         n = min(4 * n, len(core.vectors), MAX_CANDIDATES)
+
+
+def _best_files(store: Store, tables: IndexTables, files: _Files, best: dict[int, list[float]],
+                where: dict[int, tuple[float, int]], k: int) -> list[Hit]:
+    """The k files of `best` with the highest mean match, those `files` refuses left out."""
+    hits: list[Hit] = []
+    for other, per in sorted(best.items(), key=lambda item: -sum(item[1])):
+        path = files.path(other)
+        found_chunk = tables.chunk(where[other][1])
+        if path is None or found_chunk is None:
+            continue
+        snippet = _snippet(store, other, found_chunk[1], found_chunk[2])
+        hits.append(Hit(other, path, sum(per) / len(per), where[other][0], snippet))
+        if len(hits) >= k:
+            break
+    return hits
 
 
 def _neighbour_files(tables: IndexTables, core: IndexCore, ino: int, queries: npt.NDArray[np.float32],
