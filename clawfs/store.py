@@ -377,6 +377,10 @@ class Store:
     def has_entries(self, parent: int) -> bool:
         return self.db.dentry_has_children(parent)
 
+    def child_inodes(self, parent: int) -> list[int]:
+        """The inodes `parent`'s entries name, names left sealed (a walk that needs no names decrypts none)."""
+        return [int(ino) for _, _, ino in self.db.dentry_list(parent, 0)]
+
     def entries(self, parent: int, after_id: int = 0) -> Iterator[tuple[int, bytes, int]]:
         """(entry id, plaintext name, inode) in a stable order; an entry that fails authentication is
         logged and skipped, so the rest of the directory stays readable (fsck lists it)."""

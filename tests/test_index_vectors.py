@@ -39,6 +39,22 @@ def recall(found: list[list[tuple[int, float]]], truth: list[list[int]]) -> floa
     return hits / sum(len(t) for t in truth)
 
 
+def test_similarities_among_ids_are_exact_in_either_mode() -> None:
+    data = clustered(1_003, 64, clusters=20)
+    base, queries = data[:1_000], data[1_000:]
+    for exact_below in (10_000, 10):  # exact mode, and an HNSW graph (its matrix is what is compared)
+        index = VectorIndex(64, exact_below=exact_below)
+        index.add(list(range(1_000)), base)
+        index.remove(7)
+        asked = [500, 7, 3, 999, 5_000, 3]  # 7 removed and 5,000 never added are left out; order kept
+        held, sims = index.similarities(queries, asked)
+        assert held == [500, 3, 999, 3] and sims.shape == (3, 4)
+        b = base[held] / np.linalg.norm(base[held], axis=1, keepdims=True)
+        q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+        assert sims == pytest.approx(q @ b.T, abs=1e-5)
+    assert index.similarities(queries[0], [])[1].shape == (1, 0)
+
+
 @pytest.fixture(scope="module")
 def big() -> tuple[VectorIndex, NDArray[Any], NDArray[Any]]:
     data = clustered(20_200)

@@ -1,5 +1,6 @@
 """A search confined to a path (`--path`, `.results?k=N&path=P`) finds the files under it even when the whole
-store's best matches all lie elsewhere; `-k` above the 20 of a result directory works through a mount too.
+store's best matches all lie elsewhere (a narrow path by comparing its own chunks, a wide one by digging
+deeper into the whole store's rankings); `-k` above the 20 of a result directory works through a mount too.
 
 A crowd of 120 notes matches the query better, in words and in meaning, than the one note under `archive/`:
 the first 50 candidates of each side of the hybrid search are all crowd notes, so filtering only those would
@@ -82,6 +83,37 @@ def test_similar_with_a_prefix_finds_its_file_behind_the_crowd(indexed: tuple[VF
     assert unfiltered is not None and ARCHIVE not in paths(unfiltered)
     found = engine.similar(store, core, crowd0, k=2, path_prefix=b"archive")
     assert found is not None and paths(found)[:1] == [ARCHIVE], found and paths(found)
+
+
+def test_a_confined_search_compares_its_own_chunks_without_digging(
+        indexed: tuple[VFS, Store, IndexCore], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The few chunks under a path are compared with the query themselves: with digging off (MAX_CANDIDATES at
+    the first round's depth), the archive note is still found behind the crowd, by search and by similar."""
+    vfs, store, core = indexed
+    monkeypatch.setattr(engine, "MAX_CANDIDATES", CANDIDATES)
+    found = paths(engine.search(store, core, QUERY, k=3, path_prefix=b"archive").hits)
+    assert found[:1] == [ARCHIVE], found
+    assert paths(engine.search(store, core, QUERY, k=3, path_prefix=ARCHIVE).hits) == [ARCHIVE], "a file"
+    crowd0 = vfs.lookup(vfs.lookup(ROOT, b"crowd").ino, b"000.md").ino
+    like = engine.similar(store, core, crowd0, k=2, path_prefix=b"archive")
+    assert like is not None and paths(like)[:1] == [ARCHIVE], like and paths(like)
+
+
+def test_a_wide_path_filters_the_whole_store_rankings(
+        indexed: tuple[VFS, Store, IndexCore], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above SCOPE_CHUNKS the walk gives up and the whole store's fused ranking is filtered as it is read
+    (`_dig`).  Its ranks count the chunks refused too, so scores differ a little from those of the path's own
+    ranking; the files found are the path's, and the best one is the same."""
+    _, store, core = indexed
+    dug: list[object] = []
+    real_dig = engine._dig
+    monkeypatch.setattr(engine, "_dig", lambda *a: dug.append(a) or real_dig(*a))
+    scoped = paths(engine.search(store, core, QUERY, k=8, path_prefix=b"crowd").hits)
+    assert not dug and len(scoped) == 8 and all(p.startswith(b"crowd/") for p in scoped), scoped
+    monkeypatch.setattr(engine, "SCOPE_CHUNKS", 10)
+    filtered = paths(engine.search(store, core, QUERY, k=8, path_prefix=b"crowd").hits)
+    assert dug and len(filtered) == 8 and all(p.startswith(b"crowd/") for p in filtered), filtered
+    assert filtered[0] == scoped[0]
 
 
 def read_ctl(vfs: VFS, *names: bytes) -> list[dict[str, object]]:

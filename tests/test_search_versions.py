@@ -29,6 +29,7 @@ FILES = {
     b".versions/MEMORY.md/1.md": GRANT.replace(b"first of March", b"end of February"),
     b".versions/MEMORY.md/2.md": GRANT.replace(b"ask Ada", b"ask Grace"),
     b"notes/telescope.md": b"# Telescope\n\nThe grant budget for the telescope mirror and its mount; Ada has it.\n",
+    b"notes/.versions/telescope.md/1.md": b"# Telescope\n\nThe grant budget for the telescope mirror; Ada has it.\n",
 }
 
 
@@ -82,3 +83,12 @@ def test_similar_leaves_versions_out_unless_asked_about_one(
     of_old = engine.similar(store, core, inos[b".versions/MEMORY.md/1.md"], k=10)
     assert of_old is not None
     assert {b"MEMORY.md", b".versions/MEMORY.md/2.md"} <= set(paths(of_old)), paths(of_old)
+
+
+def test_a_confined_search_leaves_the_versions_under_its_path_out(
+        indexed: tuple[Store, IndexCore, dict[bytes, int]]) -> None:
+    store, core, _ = indexed
+    query = "telescope mirror grant budget"
+    assert paths(engine.search(store, core, query, k=10, path_prefix=b"notes").hits) == [b"notes/telescope.md"]
+    assert paths(engine.search(store, core, query, k=10, path_prefix=b"notes/.versions").hits) == \
+        [b"notes/.versions/telescope.md/1.md"]

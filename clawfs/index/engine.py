@@ -350,6 +350,9 @@ def _commit_rows(store: Store, core: IndexCore, files: list[_Pending], known: di
 # -- search -----------------------------------------------------------------------------------------------------
 MAX_CANDIDATES = CANDIDATES * 4**4
 """How deep (per side) a filtered search digs for candidates its filter keeps: 12,800 chunks."""
+SCOPE_CHUNKS = MAX_CANDIDATES
+"""A search confined to a path holding at most this many chunks compares them all (`_scope`): exact, and
+cheaper than digging as deep.  (Found out by walking the path: at most ~this many chunks' rows are read.)"""
 
 
 class _Files:
@@ -383,26 +386,85 @@ def search(store: Store, core: IndexCore, query: str, k: int = 10, path_prefix: 
     """Hybrid search: vector and BM25 candidates (CANDIDATES a side) fused by Reciprocal Rank Fusion, best file
     first.  Earlier versions (clawfs/home.py) are left out unless `path_prefix` is inside a `.versions/`.
 
-    A filter (the prefix, the versions rule) is applied as the fused list is read; when that leaves fewer than
-    k files and candidates were refused, the search digs deeper (x4 per round, up to MAX_CANDIDATES a side) and
-    counts a side's CANDIDATES among the chunks the filter keeps: the answer a search of those files alone would
-    give, so a narrow `--path` still finds its files when the whole store's best matches lie elsewhere."""
+    A search confined to a path that holds at most SCOPE_CHUNKS chunks ranks those chunks alone, exactly
+    (`_scope`): the answer a store of those files alone would give, however far down the whole store's rankings
+    they lie.  A wider one filters the whole store's rankings (`_dig`)."""
     tables = IndexTables(store.db)
     q = core.embedder.embed_query(query)
     match = core.blinder.query(query)
     files = _Files(store, tables, path_prefix,
                    versions=bool(path_prefix and home.is_version(path_prefix.rstrip(b"/") + b"/")))
+    scope = _scope(store, tables, files, SCOPE_CHUNKS)
+    if scope is None:
+        hits = _dig(store, core, tables, files, q.vector, match, k)
+    else:
+        rankings, similarity = _scoped_candidates(core, tables, scope, q.vector, match)
+        hits = _fuse(store, tables, files, rankings, similarity, k)
+    return SearchResult(hits, q.tokens, q.truncated)
+
+
+def _dig(store: Store, core: IndexCore, tables: IndexTables, files: _Files, query: npt.NDArray[np.float32],
+         match: str, k: int) -> list[Hit]:
+    """The k best files of the whole store's rankings that `files` keeps.  When the filter leaves fewer than k
+    and candidates were refused, dig deeper (x4 per round, up to MAX_CANDIDATES a side), counting a side's
+    CANDIDATES among the chunks the filter keeps."""
     depth = CANDIDATES
-    rankings, similarity, exhausted = _candidates(core, tables, q.vector, match, depth)
+    rankings, similarity, exhausted = _candidates(core, tables, query, match, depth)
     hits = _fuse(store, tables, files, rankings, similarity, k)
     while len(hits) < k and files.dropped and depth < MAX_CANDIDATES and not all(exhausted):
         depth *= 4
-        rankings, similarity, exhausted = _candidates(core, tables, q.vector, match, depth)
+        rankings, similarity, exhausted = _candidates(core, tables, query, match, depth)
         rankings = [[c for c in side if files.keeps_chunk(c)][:CANDIDATES] for side in rankings]
         hits = _fuse(store, tables, files, rankings, similarity, k)
         # a side with its full count inside the filter is done too: its deeper ranks would not enter
         exhausted = [done or len(side) >= CANDIDATES for side, done in zip(rankings, exhausted, strict=True)]
-    return SearchResult(hits, q.tokens, q.truncated)
+    return hits
+
+
+def _scope(store: Store, tables: IndexTables, files: _Files, limit: int) -> list[tuple[int, int, int]] | None:
+    """(file, chunk id, vector id) of every chunk under `files.prefix` in a file the search may return; None
+    when there is no prefix, or more than `limit` chunks under it.  Walked by inode numbers, no name decrypted
+    on the way down: an earlier-versions directory is found by looking its name up."""
+    if files.prefix is None:
+        return None
+    top = lookup_path(store, files.prefix)
+    if top is None:
+        return []
+    found: list[tuple[int, int, int]] = []
+    dirs: list[int] = [top.id] if stat.S_ISDIR(top.mode) else []
+    inos: list[int] = [] if dirs else [top.id]
+    seen: set[int] = set()  # a file with two names under the prefix counts once
+    while dirs or inos:
+        for ino in inos:
+            if ino in seen:
+                continue
+            seen.add(ino)
+            own = tables.chunks_of(ino)
+            if own and files.path(ino) is not None:
+                found += [(ino, cid, vid) for cid, vid in own]
+                if len(found) > limit:
+                    return None
+            elif not own and store.has_entries(ino):
+                dirs.append(ino)
+        inos = []
+        if dirs:
+            parent = dirs.pop()
+            versions = None if files.versions else store.lookup(parent, home.VERSIONS)
+            inos = [ino for ino in store.child_inodes(parent) if ino != versions]
+    return found
+
+
+def _scoped_candidates(core: IndexCore, tables: IndexTables, scope: list[tuple[int, int, int]],
+                       query: npt.NDArray[np.float32], match: str) -> tuple[list[list[int]], dict[int, float]]:
+    """The vector and BM25 rankings (CANDIDATES each) of the chunks of `scope` alone, and the vector side's
+    similarities.  Every chunk's vector is compared with the query; a vector not yet in memory is left out, as
+    the whole store's search leaves it out."""
+    held, sims = core.vectors.similarities(query, [vid for _, _, vid in scope])
+    sim_of = dict(zip(held, sims[0].tolist(), strict=True))
+    ranked = sorted((-sim_of[vid], cid) for _, cid, vid in scope if sim_of.get(vid, -1.0) >= MIN_SIMILARITY)
+    vec = [cid for _, cid in ranked[:CANDIDATES]]
+    text = tables.bm25_among(match, {cid for _, cid, _ in scope}, CANDIDATES) if match and scope else []
+    return [vec, text], {cid: -neg for neg, cid in ranked[:CANDIDATES]}
 
 
 def _candidates(core: IndexCore, tables: IndexTables, query: npt.NDArray[np.float32], match: str,
@@ -486,7 +548,8 @@ def similar(store: Store, core: IndexCore, ino: int, k: int = 10,
     would be lost; per chunk each section finds its own neighbours, and the mean ranks first the files that
     cover most of this one.  `similarity` is a hit's single best chunk match, its snippet that chunk.  Earlier
     versions of files (clawfs/home.py) are left out, unless `ino` is one itself.  When the filter leaves fewer
-    than k files, each chunk asks for 4x more neighbours, up to MAX_CANDIDATES (as `search` digs)."""
+    than k files, each chunk asks for 4x more neighbours, up to MAX_CANDIDATES (as `search` digs); under a path
+    of at most SCOPE_CHUNKS chunks, each chunk is compared with all of them instead (as `search` does)."""
     tables = IndexTables(store.db)
     own = [vid for _, vid in tables.chunks_of(ino)]
     if not own:
@@ -496,6 +559,10 @@ def similar(store: Store, core: IndexCore, ino: int, k: int = 10,
     queries = np.stack([_stored_vector(store, core, v) for v in picked])
     # a file's own history only for an old version
     files = _Files(store, tables, path_prefix, versions=home.is_version(store.path_of(ino) or b""))
+    scope = _scope(store, tables, files, SCOPE_CHUNKS)
+    if scope is not None:
+        best, where = _scoped_neighbour_files(core, ino, queries, scope)
+        return _best_files(store, tables, files, best, where, k)
     # The file's own vectors come back too (itself, its neighbouring sections): ask for that many more.
     n = min(len(core.vectors), CANDIDATES + min(len(set(own)), 3 * CANDIDATES))
     while True:
@@ -544,6 +611,26 @@ def _neighbour_files(tables: IndexTables, core: IndexCore, ino: int, queries: np
                 if sim > where.get(chunk[0], (-1.0, 0))[0]:
                     where[chunk[0]] = (sim, cid)
     return best, where, more
+
+
+def _scoped_neighbour_files(core: IndexCore, ino: int, queries: npt.NDArray[np.float32],
+                            scope: list[tuple[int, int, int]]) -> tuple[dict[int, list[float]],
+                                                                       dict[int, tuple[float, int]]]:
+    """As `_neighbour_files`, with every chunk of `scope` (but `ino`'s own) compared with every query."""
+    held, sims = core.vectors.similarities(queries, [vid for _, _, vid in scope])
+    column = {vid: j for j, vid in enumerate(held)}
+    best: dict[int, list[float]] = {}
+    where: dict[int, tuple[float, int]] = {}
+    for other, cid, vid in scope:
+        j = column.get(vid)
+        if other == ino or j is None or (top := float(sims[:, j].max())) < MIN_SIMILARITY:
+            continue
+        match = np.where(sims[:, j] >= MIN_SIMILARITY, sims[:, j], 0.0)
+        per = best.setdefault(other, [0.0] * len(queries))
+        best[other] = np.maximum(per, match).tolist()
+        if top > where.get(other, (-1.0, 0))[0]:
+            where[other] = (top, cid)
+    return best, where
 
 
 def _stored_vector(store: Store, core: IndexCore, vid: int) -> npt.NDArray[np.float32]:

@@ -411,6 +411,16 @@ class VectorIndex:
                     return self._search_exact(q, min(k, n))
             return self._search_exact(q, min(k, n))
 
+    def similarities(self, queries: ArrayLike, ids: Sequence[int]) -> tuple[list[int], NDArray[np.float32]]:
+        """Cosine similarity of every query row to each of `ids` held here, exactly (numpy, whatever the mode):
+        (those ids, in the order given; a queries x ids matrix).  Ids not held are left out."""
+        q = _normalise(_as_matrix(queries, self.dim, "search"))
+        with self._lock.read():
+            held = [i for i in ids if i in self._row]
+            rows = self._mat[[self._row[i] for i in held]]  # a copy: the lock may go
+        with _ONE_BLAS_THREAD.held():
+            return held, np.clip(q @ rows.T, -1.0, 1.0)
+
     def _search_exact(self, q: NDArray[np.float32], k: int) -> list[list[tuple[int, float]]]:
         n = len(self._row)
         block = max(1, _EXACT_SCORES // n)  # bound the score matrix of a large batch
