@@ -105,11 +105,16 @@ class Embedder(ABC):
         """Would embedding `text` drop its tail?"""
         return self.count_tokens(text) + self.special_tokens > self.max_tokens
 
-    def embed_query(self, text: str) -> QueryEmbedding:
-        """Embed one query, saying whether the model saw all of it."""
+    def embed_query(self, text: str, *, threads: int | None = None) -> QueryEmbedding:
+        """Embed one query, saying whether the model saw all of it.  `threads`: this many torch threads rather than
+        `torch_threads()` (a caller that keeps a core busy meanwhile says 1; model-free embedders have none)."""
         tokens = self.count_tokens(text)
-        vector = self.embed([text])[0]
+        vector = self._query_vector(text, threads)
         return QueryEmbedding(vector, tokens, tokens + self.special_tokens > self.max_tokens)
+
+    def _query_vector(self, text: str, threads: int | None) -> npt.NDArray[np.float32]:
+        vector: npt.NDArray[np.float32] = self.embed([text])[0]
+        return vector
 
 
 class MiniLMEmbedder(Embedder):
@@ -170,6 +175,13 @@ class MiniLMEmbedder(Embedder):
     def embed(self, texts: Sequence[str]) -> Vectors:
         """Embed in batches of `batch_size`, longest texts first (least padding); the lock is taken per batch,
         so a query waits for at most one batch of a long indexing run, never for the whole run."""
+        return self._encode(texts, self.threads)
+
+    def _query_vector(self, text: str, threads: int | None) -> npt.NDArray[np.float32]:
+        vector: npt.NDArray[np.float32] = self._encode([text], threads or self.threads)[0]
+        return vector
+
+    def _encode(self, texts: Sequence[str], threads: int | None) -> Vectors:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         self.load()
@@ -180,7 +192,7 @@ class MiniLMEmbedder(Embedder):
         for k in range(0, len(order), self.batch_size):
             rows = order[k : k + self.batch_size]
             with self._lock, torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-                torch.set_num_threads(self.threads or torch_threads())  # this thread's setting (OpenMP)
+                torch.set_num_threads(threads or torch_threads())  # this thread's setting (OpenMP)
                 out[rows] = self._model.encode(
                     [texts[i] for i in rows],
                     batch_size=self.batch_size,

@@ -13,6 +13,7 @@ are found by comparing ids (the vectors table is the log).
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import stat
 import threading
@@ -30,7 +31,7 @@ from ..db.index_tables import IndexTables
 from ..errors import IntegrityError, UserError
 from ..store import ROOT, Store
 from . import chunker, tokens
-from .embedder import DEFAULT_EMBEDDER, Embedder, get_embedder
+from .embedder import DEFAULT_EMBEDDER, Embedder, get_embedder, torch_threads
 from .vectors import IndexParams, SnapshotError, VectorIndex
 
 log = logging.getLogger("clawfs.index")
@@ -390,26 +391,48 @@ def search(store: Store, core: IndexCore, query: str, k: int = 10, path_prefix: 
     (`_scope`): the answer a store of those files alone would give, however far down the whole store's rankings
     they lie.  A wider one filters the whole store's rankings (`_dig`)."""
     tables = IndexTables(store.db)
-    q = core.embedder.embed_query(query)
     match = core.blinder.query(query)
     files = _Files(store, tables, path_prefix,
                    versions=bool(path_prefix and home.is_version(path_prefix.rstrip(b"/") + b"/")))
-    scope = _scope(store, tables, files, SCOPE_CHUNKS)
+    # The text side (the path's walk, BM25) reads the database while this thread embeds the query: SQLite and
+    # torch both let go of the GIL, so they overlap, the embedding a torch thread short to leave a core for
+    # SQLite.  `store` is not thread-safe: nothing here touches it until the text side is done.
+    text_side = _TEXT_SIDE.submit(_text_side, store, tables, files, match)
+    try:
+        q = core.embedder.embed_query(query, threads=max(1, torch_threads() - 1))
+    finally:
+        concurrent.futures.wait([text_side])
+    scope, text = text_side.result()
     if scope is None:
-        hits = _dig(store, core, tables, files, q.vector, match, k)
+        hits = _dig(store, core, tables, files, q.vector, match, k, text)
     else:
-        rankings, similarity = _scoped_candidates(core, tables, scope, q.vector, match)
+        rankings, similarity = _scoped_candidates(core, scope, q.vector, text)
         hits = _fuse(store, tables, files, rankings, similarity, k)
     return SearchResult(hits, q.tokens, q.truncated)
 
 
+_TEXT_SIDE = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="clawfs-search-text")
+
+
+def _text_side(store: Store, tables: IndexTables, files: _Files,
+               match: str) -> tuple[list[tuple[int, int, int]] | None, list[int]]:
+    """A search's path scope (`_scope`) and its first BM25 ranking: of the scope's chunks, else of the whole
+    store, CANDIDATES deep."""
+    scope = _scope(store, tables, files, SCOPE_CHUNKS)
+    if not match or scope == []:
+        return scope, []
+    if scope is None:
+        return None, tables.bm25(match, CANDIDATES)
+    return scope, tables.bm25_among(match, {cid for _, cid, _ in scope}, CANDIDATES)
+
+
 def _dig(store: Store, core: IndexCore, tables: IndexTables, files: _Files, query: npt.NDArray[np.float32],
-         match: str, k: int) -> list[Hit]:
-    """The k best files of the whole store's rankings that `files` keeps.  When the filter leaves fewer than k
-    and candidates were refused, dig deeper (x4 per round, up to MAX_CANDIDATES a side), counting a side's
-    CANDIDATES among the chunks the filter keeps."""
+         match: str, k: int, text: list[int]) -> list[Hit]:
+    """The k best files of the whole store's rankings (BM25's first CANDIDATES: `text`) that `files` keeps.
+    When the filter leaves fewer than k and candidates were refused, dig deeper (x4 per round, up to
+    MAX_CANDIDATES a side), counting a side's CANDIDATES among the chunks the filter keeps."""
     depth = CANDIDATES
-    rankings, similarity, exhausted = _candidates(core, tables, query, match, depth)
+    rankings, similarity, exhausted = _candidates(core, tables, query, match, depth, text)
     hits = _fuse(store, tables, files, rankings, similarity, k)
     while len(hits) < k and files.dropped and depth < MAX_CANDIDATES and not all(exhausted):
         depth *= 4
@@ -454,25 +477,25 @@ def _scope(store: Store, tables: IndexTables, files: _Files, limit: int) -> list
     return found
 
 
-def _scoped_candidates(core: IndexCore, tables: IndexTables, scope: list[tuple[int, int, int]],
-                       query: npt.NDArray[np.float32], match: str) -> tuple[list[list[int]], dict[int, float]]:
-    """The vector and BM25 rankings (CANDIDATES each) of the chunks of `scope` alone, and the vector side's
-    similarities.  Every chunk's vector is compared with the query; a vector not yet in memory is left out, as
-    the whole store's search leaves it out."""
+def _scoped_candidates(core: IndexCore, scope: list[tuple[int, int, int]], query: npt.NDArray[np.float32],
+                       text: list[int]) -> tuple[list[list[int]], dict[int, float]]:
+    """The vector ranking (CANDIDATES) of the chunks of `scope` alone beside their BM25 ranking `text`, and the
+    vector side's similarities.  Every chunk's vector is compared with the query; a vector not yet in memory is
+    left out, as the whole store's search leaves it out."""
     held, sims = core.vectors.similarities(query, [vid for _, _, vid in scope])
     sim_of = dict(zip(held, sims[0].tolist(), strict=True))
     ranked = sorted((-sim_of[vid], cid) for _, cid, vid in scope if sim_of.get(vid, -1.0) >= MIN_SIMILARITY)
     vec = [cid for _, cid in ranked[:CANDIDATES]]
-    text = tables.bm25_among(match, {cid for _, cid, _ in scope}, CANDIDATES) if match and scope else []
     return [vec, text], {cid: -neg for neg, cid in ranked[:CANDIDATES]}
 
 
 def _candidates(core: IndexCore, tables: IndexTables, query: npt.NDArray[np.float32], match: str,
-                n: int) -> tuple[list[list[int]], dict[int, float], list[bool]]:
-    """The vector and BM25 rankings of chunks, `n` deep each, the vector side's similarities, and for each
-    side whether it holds every candidate there is."""
+                n: int, text: list[int] | None = None) -> tuple[list[list[int]], dict[int, float], list[bool]]:
+    """The vector and BM25 rankings of chunks, `n` deep each (BM25's: `text` if already read), the vector
+    side's similarities, and for each side whether it holds every candidate there is."""
     vec, similarity, vec_done = _vector_candidates(core, tables, query, n)
-    text = tables.bm25(match, n) if match else []
+    if text is None:
+        text = tables.bm25(match, n) if match else []
     return [vec, text], similarity, [vec_done, len(text) < n]
 
 
