@@ -46,6 +46,8 @@ terminal.  Needs root (page-cache drop, FUSE), the venv with torch, sentence-tra
 
     .venv/bin/python bench/search.py --quick      # ~10k chunks, ~2 minutes
     .venv/bin/python bench/search.py              # ~100k chunks, ~10 minutes
+    .venv/bin/python bench/search.py --keep --work-dir W    # and keep the stores, then time one part again:
+    .venv/bin/python bench/search.py --only search --big W/search-*/big.claw
 """
 
 from __future__ import annotations
