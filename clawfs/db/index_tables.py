@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from .database import Database
@@ -117,16 +118,15 @@ class IndexTables:
         return [int(r[0]) for r in self.conn.execute(
             "SELECT rowid FROM fts WHERE fts MATCH ? ORDER BY bm25(fts) LIMIT ?", (match, limit))]
 
-    def bm25_among(self, match: str, chunk_ids: Collection[int], limit: int) -> list[int]:
+    def bm25_among(self, match: str, chunk_ids: AbstractSet[int], limit: int) -> list[int]:
         """As `bm25`, counting only the chunks `chunk_ids` (BM25's statistics stay the whole table's).  The
         full ranking is read until `limit` of them came: SQLite runs `rowid IN (...)` on an FTS5 table as a
         full-text lookup per id (seconds at 10k ids), and sorting every match costs what `bm25` pays anyway."""
-        wanted = chunk_ids if isinstance(chunk_ids, (set, frozenset)) else set(chunk_ids)
         found: list[int] = []
         cursor = self.conn.cursor()
         try:
             for (rowid,) in cursor.execute("SELECT rowid FROM fts WHERE fts MATCH ? ORDER BY bm25(fts)", (match,)):
-                if rowid in wanted:
+                if rowid in chunk_ids:
                     found.append(int(rowid))
                     if len(found) >= limit:
                         break

@@ -451,29 +451,22 @@ def _scope(store: Store, tables: IndexTables, files: _Files, limit: int) -> list
     if files.prefix is None:
         return None
     top = lookup_path(store, files.prefix)
-    if top is None:
-        return []
     found: list[tuple[int, int, int]] = []
-    dirs: list[int] = [top.id] if stat.S_ISDIR(top.mode) else []
-    inos: list[int] = [] if dirs else [top.id]
+    pending = [] if top is None else [top.id]  # files and directories still to look at
     seen: set[int] = set()  # a file with two names under the prefix counts once
-    while dirs or inos:
-        for ino in inos:
-            if ino in seen:
-                continue
-            seen.add(ino)
-            own = tables.chunks_of(ino)
-            if own and files.path(ino) is not None:
+    while pending:
+        ino = pending.pop()
+        if ino in seen:
+            continue
+        seen.add(ino)
+        if own := tables.chunks_of(ino):
+            if files.path(ino) is not None:
                 found += [(ino, cid, vid) for cid, vid in own]
                 if len(found) > limit:
                     return None
-            elif not own and store.has_entries(ino):
-                dirs.append(ino)
-        inos = []
-        if dirs:
-            parent = dirs.pop()
-            versions = None if files.versions else store.lookup(parent, home.VERSIONS)
-            inos = [ino for ino in store.child_inodes(parent) if ino != versions]
+        elif store.has_entries(ino):
+            versions = None if files.versions else store.lookup(ino, home.VERSIONS)
+            pending += [child for child in store.child_inodes(ino) if child != versions]
     return found
 
 
@@ -642,17 +635,17 @@ def _scoped_neighbour_files(core: IndexCore, ino: int, queries: npt.NDArray[np.f
     """As `_neighbour_files`, with every chunk of `scope` (but `ino`'s own) compared with every query."""
     held, sims = core.vectors.similarities(queries, [vid for _, _, vid in scope])
     column = {vid: j for j, vid in enumerate(held)}
+    tops = sims.max(axis=0)  # each chunk's best match over the queries
+    matches = np.where(sims >= MIN_SIMILARITY, sims, 0.0)  # per query: 0 where it did not match
     best: dict[int, list[float]] = {}
     where: dict[int, tuple[float, int]] = {}
     for other, cid, vid in scope:
         j = column.get(vid)
-        if other == ino or j is None or (top := float(sims[:, j].max())) < MIN_SIMILARITY:
+        if other == ino or j is None or tops[j] < MIN_SIMILARITY:
             continue
-        match = np.where(sims[:, j] >= MIN_SIMILARITY, sims[:, j], 0.0)
-        per = best.setdefault(other, [0.0] * len(queries))
-        best[other] = np.maximum(per, match).tolist()
-        if top > where.get(other, (-1.0, 0))[0]:
-            where[other] = (top, cid)
+        best[other] = np.maximum(best.get(other, 0.0), matches[:, j]).tolist()
+        if tops[j] > where.get(other, (-1.0, 0))[0]:
+            where[other] = (float(tops[j]), cid)
     return best, where
 
 
