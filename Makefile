@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
-DEBS  := fuse3 libfuse3-dev pkg-config gcc g++ python3-dev gocryptfs rsync tar util-linux attr psmisc swtpm swtpm-tools tpm2-tools libtss2-dev
+DEBS  := fuse3 libfuse3-dev pkg-config gcc g++ python3-dev gocryptfs rsync tar util-linux attr psmisc swtpm swtpm-tools tpm2-tools libtss2-dev libseccomp2 curl
 .PHONY: setup debs venv mount-helper demo test test-fast lint bench clean
 
 setup: debs venv mount-helper
@@ -44,7 +44,7 @@ test-fast: setup
 	$(VENV)/bin/pytest -q -m 'not fuse and not slow'
 
 lint: setup
-	$(VENV)/bin/ruff check clawfs kernel mountd tests bench
+	$(VENV)/bin/ruff check clawfs kernel mountd migrations agent sandbox tests bench
 	$(VENV)/bin/mypy
 
 bench: setup
