@@ -1,16 +1,13 @@
 """`clawfs bench`: benchmarks that answer a user's question about their own store.
 
-`clawfs bench hnsw` answers "which M / ef_construction / ef should my store use, and what does it cost me?"
-(the engine is `mountd.hnsw_bench`).  mountd/cli.py registers the group with `cli.add_command(bench_cli.bench)`.
-
-The commands are built on first use rather than at import: they take mountd.cli's key options, and mountd.cli
-imports this module, so importing it from here at the top would be circular.
+`clawfs bench hnsw` answers "which M / ef_construction / ef should my store use, and what does it cost?"; the
+tuner itself is the library clawfs.index.tuning, imported when the command runs (it pulls in numpy and the index
+engine, which `clawfs --help` need not pay for).  This module only reads the options and shows the results;
+mountd/cli.py registers the group.
 """
 
 from __future__ import annotations
 
-import functools
-import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,83 +16,54 @@ import click
 
 from clawfs.errors import UserError
 
+from .keyopts import with_key_options
+from .ui import Progress, parse_counts, parse_size
+
 if TYPE_CHECKING:
+    from clawfs.index.tuning.config import Config
     from clawfs.keys import Credentials
-    from mountd.hnsw_bench import Config
-
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)([km]?)$")
 
 
-def parse_sizes(text: str | None) -> tuple[int, ...] | None:
-    """'10k,100k,1M' -> (10000, 100000, 1000000); decimal units, as dataset sizes are counted."""
-    if not text:
-        return None
-    sizes = []
-    for part in text.split(","):
-        m = _SIZE.match(part.strip().lower())
-        if not m:
-            raise UserError(f"cannot read --sizes {text!r}: use counts of vectors like 10k,100k,1M")
-        value = int(float(m.group(1)) * {"": 1, "k": 1000, "m": 1_000_000}[m.group(2)])
-        if value < 1:
-            raise UserError(f"--sizes: {part.strip()!r} is not a positive count")
-        sizes.append(value)
-    return tuple(sizes)
-
-
-class _BenchGroup(click.Group):
-    """A group whose commands are built when first asked for (see the module docstring)."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return ["hnsw"]
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        return _hnsw_command() if cmd_name == "hnsw" else None
-
-
-@click.group(cls=_BenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def bench() -> None:
     """Benchmarks on your store or on real data: measured answers, with plots."""
 
 
-@functools.cache
-def _hnsw_command() -> click.Command:
-    from mountd.cli import with_key_options
+@bench.command("hnsw")
+@click.option("--store", type=click.Path(), help="Bench this store's own vectors (decrypted in memory only).")
+@with_key_options
+@click.option("--dataset", metavar="NAME_OR_NPY",
+              help="debian-docs (the default: paragraphs of /usr/share/doc and the man pages, embedded and "
+                   "cached), synthetic (clustered, up to 1M), or a .npy file of float32 (n, d) vectors.")
+@click.option("--sizes", metavar="10k,100k",
+              help="Index sizes (default 10k,100k; 2k with --quick; with --store alone, all its vectors).")
+@click.option("--k", "k", type=int, default=10, show_default=True, help="Neighbours per query (recall@k).")
+@click.option("--recall-target", type=float, default=0.98, show_default=True,
+              help="The recall@k the recommended setting must reach.")
+@click.option("--memory-budget", metavar="SIZE", help="Most index memory allowed, e.g. 512M or 2G.")
+@click.option("--threads", type=int, help="Threads for building and batch search (default: every core).")
+@click.option("--out", type=click.Path(file_okay=False), default="hnsw-bench", show_default=True,
+              help="Directory for results.json, results.csv and the PNG plots.")
+@click.option("--quick", is_flag=True, help="A smaller sweep that finishes in under 2 minutes.")
+@click.option("--apply", "apply_", is_flag=True,
+              help="Write the recommended setting into the store and rebuild its index (needs --store).")
+def hnsw(store: str | None, creds: Credentials, dataset: str | None, sizes: str | None, k: int,
+         recall_target: float, memory_budget: str | None, threads: int | None, out: str, quick: bool,
+         apply_: bool) -> int:
+    """Find the best HNSW setting (M, ef_construction, ef) for a store, and what it costs.
 
-    @click.command("hnsw")
-    @click.option("--store", type=click.Path(), help="Bench this store's own vectors (decrypted in memory only).")
-    @with_key_options
-    @click.option("--dataset", metavar="NAME_OR_NPY",
-                  help="debian-docs (the default: paragraphs of /usr/share/doc and the man pages, embedded and "
-                       "cached), synthetic (clustered, up to 1M), or a .npy file of float32 (n, d) vectors.")
-    @click.option("--sizes", metavar="10k,100k",
-                  help="Index sizes (default 10k,100k; 2k with --quick; with --store alone, all its vectors).")
-    @click.option("--k", "k", type=int, default=10, show_default=True, help="Neighbours per query (recall@k).")
-    @click.option("--recall-target", type=float, default=0.98, show_default=True,
-                  help="The recall@k the recommended setting must reach.")
-    @click.option("--memory-budget", metavar="SIZE", help="Most index memory allowed, e.g. 512M or 2G.")
-    @click.option("--threads", type=int, help="Threads for building and batch search (default: every core).")
-    @click.option("--out", type=click.Path(file_okay=False), default="hnsw-bench", show_default=True,
-                  help="Directory for results.json, results.csv and the PNG plots.")
-    @click.option("--quick", is_flag=True, help="A smaller sweep that finishes in under 2 minutes.")
-    @click.option("--apply", "apply_", is_flag=True,
-                  help="Write the recommended setting into the store and rebuild its index (needs --store).")
-    def hnsw(store: str | None, creds: Credentials, dataset: str | None, sizes: str | None, k: int,
-             recall_target: float, memory_budget: str | None, threads: int | None, out: str, quick: bool,
-             apply_: bool) -> int:
-        """Find the best HNSW setting (M, ef_construction, ef) for a store, and what it costs.
-
-        Sweeps M, ef_construction and ef; measures recall@k against exact search, queries per second, build
-        time, memory, add latency and recall after deletes; recommends the fastest setting that reaches
-        --recall-target within --memory-budget, or says when exact search is the better choice."""
-        return run_hnsw(store, creds, dataset, sizes, k, recall_target, memory_budget, threads, out, quick, apply_)
-
-    return hnsw
+    Sweeps M, ef_construction and ef; measures recall@k against exact search, queries per second, build
+    time, memory, add latency and recall after deletes; recommends the fastest setting that reaches
+    --recall-target within --memory-budget, or says when exact search is the better choice."""
+    cfg = _config(sizes, k, recall_target, memory_budget, threads, quick)
+    if apply_ and not store:
+        raise UserError("--apply needs --store STORE: the setting is written into that store")
+    return run_hnsw(store, creds, dataset, cfg, out, apply_)
 
 
 def _config(sizes: str | None, k: int, recall_target: float, memory_budget: str | None, threads: int | None,
             quick: bool) -> Config:
-    from mountd import hnsw_bench
-    from mountd.cli import parse_size
+    from clawfs.index.tuning.config import Config
 
     if not 0.0 < recall_target <= 1.0:
         raise UserError(f"--recall-target {recall_target} must be above 0 and at most 1")
@@ -104,37 +72,34 @@ def _config(sizes: str | None, k: int, recall_target: float, memory_budget: str 
     budget = parse_size(memory_budget) if memory_budget else None
     if budget is not None and budget < 1:
         raise UserError("--memory-budget must be positive")
-    return hnsw_bench.Config(parse_sizes(sizes), k, recall_target, budget, threads or 0, quick)
+    return Config(parse_counts(sizes, "--sizes", "vectors"), k, recall_target, budget, threads or 0, quick)
 
 
-def run_hnsw(store: str | None, creds: Credentials, dataset: str | None, sizes: str | None, k: int,
-             recall_target: float, memory_budget: str | None, threads: int | None, out: str, quick: bool,
+def run_hnsw(store: str | None, creds: Credentials, dataset: str | None, cfg: Config, out: str,
              apply_: bool) -> int:
     """The command's work: check, bench, report, and apply when asked."""
     from rich.console import Console
 
-    from mountd import hnsw_bench
+    from clawfs.index.tuning import datasets, report, storage, sweep
+    from clawfs.index.tuning.timing import Phases
 
-    cfg = _config(sizes, k, recall_target, memory_budget, threads, quick)
-    if apply_ and not store:
-        raise UserError("--apply needs --store STORE: the setting is written into that store")
     if apply_ and store:
-        hnsw_bench.check_unmounted(store)
-    phases = hnsw_bench.Phases()
-    with hnsw_bench.Progress() as progress:
+        storage.check_unmounted(store)
+    phases = Phases()
+    with Progress() as progress:
         own = None
         if store:
             with phases("reading the store"):
-                own = hnsw_bench.read_store(store, creds, vectors=dataset is None, seed=cfg.seed, progress=progress)
-        data, plan, queries = hnsw_bench.open_dataset(dataset, own, cfg, progress, phases)
+                own = storage.read_store(store, creds, vectors=dataset is None, seed=cfg.seed, progress=progress)
+        data, plan, queries = datasets.open_dataset(dataset, own, cfg, progress, phases)
         if apply_ and own is not None and own.dim != data.dim:
             raise UserError(f"the dataset has {data.dim} dimensions and {store}'s index {own.dim}: a setting "
                             "tuned on other vectors is not applied; bench the store itself (--store without "
                             "--dataset) or a dataset embedded with its embedder")
-        doc = hnsw_bench.run(data, plan, queries, cfg, progress, phases)
-    hnsw_bench.render_table(doc, Console() if sys.stdout.isatty() else Console(width=180))
-    files = hnsw_bench.write_outputs(doc, Path(out), phases)
-    for line in hnsw_bench.summary(doc):
+        doc = sweep.run(data, plan, queries, cfg, progress, phases)
+    report.render_table(doc, Console() if sys.stdout.isatty() else Console(width=180))
+    files = report.write_outputs(doc, Path(out), phases)
+    for line in report.summary(doc):
         click.echo(line)
     click.echo(f"results: {', '.join(files.values())}")
     rec = doc["recommendation"]
@@ -146,10 +111,10 @@ def run_hnsw(store: str | None, creds: Credentials, dataset: str | None, sizes: 
 
 
 def _apply(store: str, creds: Credentials, rec: dict[str, Any]) -> None:
-    from mountd import hnsw_bench
+    from clawfs.index.tuning import storage
 
-    with hnsw_bench.Progress() as progress:
-        done = hnsw_bench.apply_setting(store, creds, rec["setting"], progress)
+    with Progress() as progress:
+        done = storage.apply_setting(store, creds, rec["setting"], progress)
     a, b = done["after"], done["before"]
     click.echo(f"applied to {store}: M={a['hnsw_m']} ef_construction={a['hnsw_ef_construction']} "
                f"ef={a['hnsw_ef']} (was M={b['hnsw_m']} ef_construction={b['hnsw_ef_construction']} "

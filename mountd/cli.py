@@ -22,48 +22,9 @@ from clawfs.errors import UserError
 from clawfs.store import DEFAULT_BLOCK_SIZE, Store, read_info
 from kernel import tpm
 
-from . import credentials, daemon, logs, options, searching
-
-KEY_OPTION_NAMES = ("passphrase_file", "keyfile", "recovery_key_file", "tpm_tcti", "tpm_pin_file", "no_tpm")
-key_options = [
-    click.option("--passphrase-file", type=click.Path(), help="File holding the passphrase."),
-    click.option("--keyfile", type=click.Path(), help="Key file (any bytes, at least 16)."),
-    click.option("--recovery-key-file", type=click.Path(), help="File holding the recovery key."),
-    click.option("--tpm-tcti", envvar="CLAWFS_TPM_TCTI",
-                 help="TPM to use (default device:/dev/tpmrm0; e.g. swtpm:host=127.0.0.1,port=2321)."),
-    click.option("--tpm-pin-file", type=click.Path(), help="File holding the TPM slot's PIN."),
-    click.option("--no-tpm", is_flag=True, help="Do not try TPM slots."),
-]
-# `key add-tpm` takes --tpm-pin-file for the new slot; the PIN that unlocks an existing slot is this one there.
-unlock_pin_option = click.option("--unlock-tpm-pin-file", "tpm_pin_file", type=click.Path(),
-                                 help="File holding the PIN of the existing TPM slot used to unlock.")
-
-
-def with_key_options(fn: Callable[..., Any], *, for_new_tpm_slot: bool = False) -> Callable[..., Any]:
-    """Add the key options; the command receives them gathered as `creds` (prompts deferred until needed)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        k = {name: kwargs.pop(name) for name in KEY_OPTION_NAMES}
-        kwargs["creds"] = credentials.gather(k["passphrase_file"], k["keyfile"], k["recovery_key_file"],
-                                             tpm_tcti=k["tpm_tcti"], tpm_pin_file=k["tpm_pin_file"],
-                                             use_tpm=not k["no_tpm"])
-        return fn(*args, **kwargs)
-
-    opts = [unlock_pin_option if for_new_tpm_slot and o is key_options[4] else o for o in key_options]
-    for opt in reversed(opts):
-        wrapper = opt(wrapper)
-    return wrapper
-
-
-def parse_size(text: str) -> int:
-    units = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    unit = t[-1] if t and t[-1] in units else ""
-    try:
-        return int(t[: len(t) - len(unit)]) * units[unit]
-    except ValueError:
-        raise UserError(f"cannot read size {text!r}: use a number with an optional K, M or G suffix") from None
+from . import bench_cli, credentials, daemon, logs, options, searching
+from .keyopts import with_key_options
+from .ui import parse_size
 
 
 def _tcti(creds: keys.Credentials) -> str:
@@ -224,12 +185,12 @@ def fsck(store: str, creds: keys.Credentials, as_json: bool) -> int:
 def _run_fsck(st: Store, *, show_progress: bool) -> fsck_mod.Report:
     if not show_progress:
         return fsck_mod.check(st)
-    from rich.progress import Progress
+    from .ui import Progress
 
     total = st.db.counts()["blocks"]
     with Progress(transient=True) as bar:
-        task = bar.add_task("verifying blocks", total=total)
-        return fsck_mod.check(st, progress=lambda n: bar.advance(task, n))
+        bar.start("verifying blocks", total)
+        return fsck_mod.check(st, progress=lambda n: bar.advance("verifying blocks", n))
 
 
 @cli.command()
@@ -471,7 +432,7 @@ def migrate(source_uri: str, store: str, creds: keys.Credentials, user: str | No
 
     if not dry_run and not os.path.exists(store):
         raise UserError(f"{store} does not exist; create it first with `clawfs mkfs {store}`")
-    bar = migrating.TableProgress(sys.stderr.isatty() if progress is None else progress)
+    bar = migrating.table_progress(sys.stderr.isatty() if progress is None else progress)
     opts = migrate_run.Options(source_uri, store, creds, user=user, agent=agent,
                                master_key_file=secrets_master_key_file, dry_run=dry_run)
     try:
@@ -485,13 +446,7 @@ def migrate(source_uri: str, store: str, creds: keys.Credentials, user: str | No
     return migrating.exit_code(report)
 
 
-def _register_bench() -> None:
-    from . import bench_cli  # imports this module's key options, so it is registered once both exist
-
-    cli.add_command(bench_cli.bench)
-
-
-_register_bench()
+cli.add_command(bench_cli.bench)
 
 
 def main(argv: list[str] | None = None) -> None:

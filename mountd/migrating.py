@@ -7,52 +7,17 @@ PLAIN_EVERY rows (or tenth of the table) and when it completes.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
-import click
+from .ui import Progress
 
 PLAIN_EVERY = 5000  # rows between plain progress lines (or a tenth of the table, when that is fewer)
 EXIT_SKIPPED = 3  # finished and verified, but some rows were skipped (listed in the report)
 
 
-class TableProgress:
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.rich = enabled and sys.stderr.isatty()
-        self._totals: dict[str, int] = {}
-        self._done: dict[str, int] = {}
-        self._tasks: dict[str, Any] = {}
-        self._bar: Any = None
-        if self.rich:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._bar = Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeRemainingColumn(), console=Console(stderr=True), transient=False)
-            self._bar.start()
-
-    def start(self, table: str, total: int) -> None:
-        self._totals[table] = total
-        self._done[table] = 0
-        if self._bar is not None:
-            self._tasks[table] = self._bar.add_task(table, total=total)
-
-    def advance(self, table: str, n: int) -> None:
-        if not self.enabled or table not in self._totals:
-            return
-        before = self._done[table]
-        self._done[table] = now = before + n
-        if self._bar is not None:
-            self._bar.advance(self._tasks[table], n)
-        elif now // (step := max(1, min(PLAIN_EVERY, self._totals[table] // 10))) != before // step or \
-                now == self._totals[table]:
-            click.echo(f"clawfs: migrate: {table} {now}/{self._totals[table]}", err=True)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
+def table_progress(enabled: bool) -> Progress:
+    """Progress per table (a task named after the table), in the shape migrations.ironclaw.run.Progress asks."""
+    return Progress(enabled, every_items=PLAIN_EVERY, label="clawfs: migrate: ")
 
 
 def summary(report: dict[str, Any]) -> str:

@@ -21,16 +21,20 @@ import numpy as np
 import pytest
 
 from clawfs.db.index_tables import IndexTables
+from clawfs.errors import UserError
 from clawfs.index import engine
 from clawfs.index.embedder import HASHING_NAME
+from clawfs.index.tuning import config, corpus, datasets, measure, recommend, report, sweep
+from clawfs.index.tuning.config import Config
+from clawfs.index.tuning.recommend import Row
+from clawfs.index.tuning.timing import NO_PROGRESS
 from clawfs.keys import Credentials
 from clawfs.store import ROOT, Store, StoreLock
 from clawfs.vfs import VFS, Ctx
 from mountd import cli
-from mountd import hnsw_bench as hb
 
 PW = b"bench passphrase"
-TINY = hb.Grid(M=(8, 16), ef_construction=(64,), ef=(10, 20, 80, 160))
+TINY = config.Grid(M=(8, 16), ef_construction=(64,), ef=(10, 20, 80, 160))
 LIGHTHOUSE = ("Old Quillfeatherby keeps the lighthouse on the cliff; the lamp oil is stored in the shed below, "
               "and the fog horn sounds every night when the sea mist rolls in over the harbour rocks.")
 
@@ -46,18 +50,18 @@ def run_cli(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, s
 @pytest.fixture
 def tiny_grid(monkeypatch: pytest.MonkeyPatch) -> None:
     """--quick sweeps the tiny grid (the two anchors' graphs are always added)."""
-    monkeypatch.setattr(hb, "QUICK_GRID", TINY)
+    monkeypatch.setattr(config, "QUICK_GRID", TINY)
 
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
     """One small sweep, written out: synthetic 2,000 vectors of 64 dimensions."""
-    cfg = hb.Config(sizes=(2000,), quick=True, custom_grid=TINY)
-    sizes, queries = hb.plan(None, cfg.sizes, hb.QUICK_SIZES, cfg)
-    data = hb.synthetic(hb.needed(sizes[-1], queries), dim=64, seed=cfg.seed)
-    doc = hb.run(data, sizes, queries, cfg)
+    cfg = Config(sizes=(2000,), quick=True, custom_grid=TINY)
+    sizes, queries = config.plan(None, cfg.sizes, config.QUICK_SIZES, cfg)
+    data = datasets.synthetic(config.needed(sizes[-1], queries), dim=64, seed=cfg.seed)
+    doc = sweep.run(data, sizes, queries, cfg)
     out = tmp_path_factory.mktemp("bench")
-    hb.write_outputs(doc, out)
+    report.write_outputs(doc, out)
     return doc, out
 
 
@@ -70,7 +74,7 @@ def test_results_json_is_complete_and_sane(swept: tuple[dict[str, Any], Path]) -
     assert (size["n"], size["queries"], size["replacements"], size["dim"]) == (2000, 200, 200, 64)
     rows = size["rows"]
     for row in rows:
-        assert set(row) == set(hb.CSV_FIELDS)
+        assert set(row) == set(report.CSV_FIELDS)
         assert 0.0 <= row["recall"] <= 1.0
         assert row["qps_single"] > 0 and row["qps_batch"] > 0 and row["build_s"] >= 0
         assert row["memory_bytes"] >= 2000 * 64 * 4 and row["bytes_per_vector"] >= 64 * 4
@@ -92,9 +96,9 @@ def test_the_sweep_covers_the_grid_and_stops_where_recall_saturates(swept: tuple
     for m, efc in graphs:
         efs = [r["ef"] for r in rows if (r["M"], r["ef_construction"]) == (m, efc)]
         recalls = [r["recall"] for r in rows if (r["M"], r["ef_construction"]) == (m, efc)]
-        if not hb.anchor_graph(m, efc) and max(recalls) >= hb.SATURATED:
+        if not config.anchor_graph(m, efc) and max(recalls) >= config.SATURATED:
             assert efs == TINY.efs(m, efc)[: len(efs)]
-            assert recalls[-1] >= hb.SATURATED and all(r < hb.SATURATED for r in recalls[:-1])
+            assert recalls[-1] >= config.SATURATED and all(r < config.SATURATED for r in recalls[:-1])
             stopped_early = len(efs) < len(TINY.efs(m, efc))
         else:
             assert efs == TINY.efs(m, efc)
@@ -114,7 +118,7 @@ def test_the_delete_test_runs_on_the_anchors_and_the_recommended(swept: tuple[di
 
 
 def test_builds_follow_pgvectors_rule_cheapest_first() -> None:
-    builds = hb.FULL_GRID.builds()
+    builds = config.FULL_GRID.builds()
     assert (64, 64) not in builds and all(c >= 2 * m for m, c in builds)
     assert {m for m, _ in builds} == {8, 16, 32, 64} and {c for _, c in builds} == {64, 200, 400}
     assert builds == sorted(builds, key=lambda b: (b[1], b[0])) and len(builds) == 11
@@ -158,29 +162,29 @@ def test_plots_are_valid_pngs(swept: tuple[dict[str, Any], Path]) -> None:
 
 def test_ground_truth_and_recall_definition() -> None:
     rng = np.random.default_rng(1)
-    base = hb.unit_rows(rng.standard_normal((500, 16)), "base")
-    queries = hb.unit_rows(rng.standard_normal((20, 16)), "queries")
-    ids, dists = hb.exact_knn(base, queries, 5)
+    base = datasets.unit_rows(rng.standard_normal((500, 16)), "base")
+    queries = datasets.unit_rows(rng.standard_normal((20, 16)), "queries")
+    ids, dists = measure.exact_knn(base, queries, 5)
     brute = np.argsort(1.0 - queries @ base.T, axis=1, kind="stable")[:, :5]
     assert (ids == brute).all() and (np.diff(dists, axis=1) >= 0).all()
     perfect = [[(int(i), 0.0) for i in row] for row in ids]
-    assert hb.recall_at_k(perfect, base, queries, dists[:, -1], 5) == 1.0
+    assert measure.recall_at_k(perfect, base, queries, dists[:, -1], 5) == 1.0
     # a far neighbour in place of the 5th is a miss; a tie within 1e-3 of the 5th distance is a hit
     worst = np.argsort(queries @ base.T, axis=1)[:, 0]
     swapped = [[*row[:4], (int(w), 0.0)] for row, w in zip(perfect, worst, strict=True)]
-    assert hb.recall_at_k(swapped, base, queries, dists[:, -1], 5) == pytest.approx(0.8)
+    assert measure.recall_at_k(swapped, base, queries, dists[:, -1], 5) == pytest.approx(0.8)
     twin = np.vstack([base, base[ids[:, 4]]])  # copies of each query's 5th neighbour, ids 500..519
     tied = [[*row[:4], (500 + i, 0.0)] for i, row in enumerate(perfect)]
-    assert hb.recall_at_k(tied, twin, queries, dists[:, -1], 5) == 1.0
+    assert measure.recall_at_k(tied, twin, queries, dists[:, -1], 5) == 1.0
 
 
 # ---- the recommendation --------------------------------------------------------------------------------------
-def make_row(kind: str, recall: float, qps: float, memory: int, m: int | None = 16, ef: int | None = 40) -> hb.Row:
-    return hb.Row(50_000, kind, m, 200 if m else None, ef, None, recall, recall, qps, qps * 3, 1.0, memory,
-                  memory // 2, memory / 50_000, 0.1, 0.2, 0.3, 0.4)
+def make_row(kind: str, recall: float, qps: float, memory: int, m: int | None = 16, ef: int | None = 40) -> Row:
+    return Row(50_000, kind, m, 200 if m else None, ef, None, recall, recall, qps, qps * 3, 1.0, memory,
+               memory // 2, memory / 50_000, 0.1, 0.2, 0.3, 0.4)
 
 
-def rows_for_recommend() -> list[hb.Row]:
+def rows_for_recommend() -> list[Row]:
     return [make_row("exact", 1.0, 100, 80_000_000, None, None),
             make_row("hnsw", 0.95, 9000, 150_000_000, 8, 10),
             make_row("hnsw", 0.985, 5000, 150_000_000, 8, 80),
@@ -190,89 +194,89 @@ def rows_for_recommend() -> list[hb.Row]:
 
 def test_recommendation_obeys_target_and_budget() -> None:
     rows = rows_for_recommend()
-    rec = hb.recommend(rows, 50_000, hb.Config(None, recall_target=0.98), exact_below=20_000)
+    rec = recommend.recommend(rows, 50_000, Config(None, recall_target=0.98), exact_below=20_000)
     assert rec["status"] == "ok" and rec["setting"] == {"M": 32, "ef_construction": 200, "ef": 40}
     assert rec["speedup_vs_exact"] == 70.0 and not rec["exact_better"]
     rows = rows_for_recommend()
-    rec = hb.recommend(rows, 50_000, hb.Config(None, recall_target=0.98, memory_budget=200_000_000), 20_000)
+    rec = recommend.recommend(rows, 50_000, Config(None, recall_target=0.98, memory_budget=200_000_000), 20_000)
     assert rec["setting"] == {"M": 8, "ef_construction": 200, "ef": 80}
     assert [r.recommended for r in rows] == [False, False, True, False, False]
-    rec = hb.recommend(rows_for_recommend(), 50_000, hb.Config(None, recall_target=0.995), 20_000)
+    rec = recommend.recommend(rows_for_recommend(), 50_000, Config(None, recall_target=0.995), 20_000)
     assert rec["setting"] == {"M": 32, "ef_construction": 200, "ef": 160}
 
 
 def test_recommendation_when_nothing_qualifies() -> None:
-    rec = hb.recommend(rows_for_recommend(), 50_000, hb.Config(None, recall_target=0.9999), 20_000)
+    rec = recommend.recommend(rows_for_recommend(), 50_000, Config(None, recall_target=0.9999), 20_000)
     assert rec["status"] == "unreachable" and rec["setting"] is None
     assert rec["best_found"] == {"M": 32, "ef_construction": 200, "ef": 160} and rec["best_found_recall"] == 0.999
     assert "the best found is M=32 ef_construction=200 ef=160 with recall 0.999" in rec["reason"]
-    rec = hb.recommend(rows_for_recommend(), 50_000, hb.Config(None, recall_target=0.99, memory_budget=200_000_000),
+    rec = recommend.recommend(rows_for_recommend(), 50_000, Config(None, recall_target=0.99, memory_budget=200_000_000),
                        20_000)
     assert rec["status"] == "over_budget" and "within 190.7 MiB" in rec["reason"]
-    rec = hb.recommend(rows_for_recommend(), 50_000, hb.Config(None, memory_budget=1000), 20_000)
+    rec = recommend.recommend(rows_for_recommend(), 50_000, Config(None, memory_budget=1000), 20_000)
     assert rec["status"] == "over_budget" and "no HNSW setting fits" in rec["reason"]
 
 
 def test_exact_is_named_the_better_choice_when_it_is() -> None:
     rows = rows_for_recommend()
-    rec = hb.recommend(rows, 5_000, hb.Config(None, recall_target=0.98), exact_below=20_000)
+    rec = recommend.recommend(rows, 5_000, Config(None, recall_target=0.98), exact_below=20_000)
     assert rec["exact_better"] and "below exact_below=20,000" in rec["exact_reason"]
     rows = [make_row("exact", 1.0, 20_000, 1_000_000, None, None), make_row("hnsw", 0.99, 9000, 3_000_000)]
-    rec = hb.recommend(rows, 50_000, hb.Config(None, recall_target=0.98), exact_below=20_000)
+    rec = recommend.recommend(rows, 50_000, Config(None, recall_target=0.98), exact_below=20_000)
     assert rec["exact_better"] and "as fast or faster" in rec["exact_reason"]
 
 
 def test_a_build_is_skipped_only_when_its_lower_ef_construction_rules_it_out() -> None:
     """(8, 400) is bounded by (8, 200)'s QPS and its recall plus (8, 200)'s gain over (8, 64) per doubling."""
-    def row(m: int, efc: int, ef: int, recall: float, qps: float) -> hb.Row:
-        return hb.Row(50_000, "hnsw", m, efc, ef, None, recall, None, qps, qps, 1.0, 10**8, 10**7, 2000.0, 0.1, 0.1,
-                      None, None)
+    def row(m: int, efc: int, ef: int, recall: float, qps: float) -> Row:
+        return Row(50_000, "hnsw", m, efc, ef, None, recall, None, qps, qps, 1.0, 10**8, 10**7, 2000.0, 0.1, 0.1,
+                   None, None)
 
-    def rows(recall_at_80: float) -> list[hb.Row]:
+    def rows(recall_at_80: float) -> list[Row]:
         return [row(8, 64, 40, 0.90, 8000), row(8, 64, 80, 0.95, 5000), row(8, 200, 40, 0.93, 8000),
                 row(8, 200, 80, recall_at_80, 5000), row(32, 200, 40, 0.985, 4000),
                 row(16, 64, 40, 0.90, 8000), row(16, 200, 40, 0.93, 8000)]
 
-    cfg = hb.Config(None, recall_target=0.98)
+    cfg = Config(None, recall_target=0.98)
     # gain 0.02 at ef=80, times 0.61 doublings: 0.982 >= 0.98 at 5,000 QPS could beat 4,000: built
-    assert hb.dominated(8, 400, rows(0.97), cfg) is None
-    why = hb.dominated(8, 400, rows(0.96), cfg)  # 0.966 at best: it cannot reach the target faster
+    assert sweep.dominated(8, 400, rows(0.97), cfg) is None
+    why = sweep.dominated(8, 400, rows(0.96), cfg)  # 0.966 at best: it cannot reach the target faster
     assert why is not None and "faster than M=32 ef_construction=200 ef=40 (4,000 QPS)" in why
-    assert hb.dominated(16, 400, rows(0.96), cfg) is None  # the anchors' M spans every ef_construction
-    assert hb.dominated(32, 400, rows(0.96), cfg) is None  # one lower ef_construction only: no gain to go by
-    assert hb.dominated(8, 400, rows(0.96), hb.Config(None, recall_target=0.999)) is None  # nothing to beat yet
+    assert sweep.dominated(16, 400, rows(0.96), cfg) is None  # the anchors' M spans every ef_construction
+    assert sweep.dominated(32, 400, rows(0.96), cfg) is None  # one lower ef_construction only: no gain to go by
+    assert sweep.dominated(8, 400, rows(0.96), Config(None, recall_target=0.999)) is None  # nothing to beat yet
 
 
 # ---- datasets ------------------------------------------------------------------------------------------------
 def test_plan_checks_sizes_and_k() -> None:
-    cfg = hb.Config(None, quick=True)
-    assert hb.plan(None, None, hb.QUICK_SIZES, cfg) == ([2000], 200)
-    assert hb.plan(5000, None, hb.QUICK_SIZES, cfg) == ([4800], 200)
-    assert hb.plan(300, None, hb.QUICK_SIZES, cfg) == ([270], 30)
-    with pytest.raises(hb.UserError, match="size 5,000 needs 5,200 vectors"):
-        hb.plan(5000, (5000,), hb.QUICK_SIZES, cfg)
-    with pytest.raises(hb.UserError, match="--k 50 is larger than the dataset"):
-        hb.plan(None, (20,), hb.QUICK_SIZES, hb.Config(None, k=50))
+    cfg = Config(None, quick=True)
+    assert config.plan(None, None, config.QUICK_SIZES, cfg) == ([2000], 200)
+    assert config.plan(5000, None, config.QUICK_SIZES, cfg) == ([4800], 200)
+    assert config.plan(300, None, config.QUICK_SIZES, cfg) == ([270], 30)
+    with pytest.raises(UserError, match="size 5,000 needs 5,200 vectors"):
+        config.plan(5000, (5000,), config.QUICK_SIZES, cfg)
+    with pytest.raises(UserError, match="--k 50 is larger than the dataset"):
+        config.plan(None, (20,), config.QUICK_SIZES, Config(None, k=50))
 
 
 def test_synthetic_is_seeded_and_unit_length() -> None:
-    a, b = hb.synthetic(3000, dim=32, seed=7), hb.synthetic(3000, dim=32, seed=7)
+    a, b = datasets.synthetic(3000, dim=32, seed=7), datasets.synthetic(3000, dim=32, seed=7)
     assert np.array_equal(a.vectors, b.vectors) and a.vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(a.vectors, axis=1), 1.0, atol=1e-5)
-    assert not np.array_equal(a.vectors, hb.synthetic(3000, dim=32, seed=8).vectors)
+    assert not np.array_equal(a.vectors, datasets.synthetic(3000, dim=32, seed=8).vectors)
 
 
 def test_troff_and_paragraphs(tmp_path: Path) -> None:
     src = ('.TH LS 1\n.SH NAME\nls \\- list directory contents\n.SH DESCRIPTION\n.\\" a comment\n.PP\n'
            "List information about the \\fBFILEs\\fR (the current directory by default), sorting entries "
            "alphabetically\nif none of \\fB\\-cftuvSUX\\fR is given.\n.TP\n.B \\-a\nshort\n")
-    paras = hb.troff_paragraphs(src)
+    paras = corpus.troff_paragraphs(src)
     assert ("List information about the FILEs (the current directory by default), sorting entries "
             "alphabetically if none of -cftuvSUX is given.") in paras
     assert not any("\\" in p or "fB" in p for p in paras)
     text = "First paragraph is here, long enough to count as text worth embedding at all.\n\n-----\n\nshort\n"
     (tmp_path / "README").write_text(text)
-    assert [p for p in hb.paragraphs_of(tmp_path / "README") if hb.good_paragraph(p)] == [text.split("\n")[0]]
+    assert [p for p in corpus.paragraphs_of(tmp_path / "README") if corpus.good_paragraph(p)] == [text.split("\n")[0]]
 
 
 def test_debian_docs_embeds_once_then_reads_the_cache(tmp_path: Path) -> None:
@@ -283,15 +287,15 @@ def test_debian_docs_embeds_once_then_reads_the_cache(tmp_path: Path) -> None:
     for i in range(6):
         paras = [" ".join(rng.choice(words) for _ in range(14)) + f" number {i}-{j}." for j in range(10)]
         (docs / f"README-{i}").write_text("\n\n".join(paras))
-    files = hb.corpus_files(tmp_path / "doc", tmp_path / "man")
+    files = corpus.corpus_files(tmp_path / "doc", tmp_path / "man")
     cache = tmp_path / "cache"
-    first = hb.debian_docs(50, HASHING_NAME, files=files, directory=cache)
+    first = datasets.debian_docs(50, HASHING_NAME, files=files, directory=cache)
     assert first.vectors.shape == (50, 384) and first.info["embedded_now"] == 50
     assert len(list(cache.glob("debian-docs-hashing-384-*.npz"))) == 1
-    again = hb.debian_docs(50, HASHING_NAME, files=files, directory=cache)
+    again = datasets.debian_docs(50, HASHING_NAME, files=files, directory=cache)
     assert again.info["embedded_now"] == 0 and np.array_equal(first.vectors, again.vectors)
-    with pytest.raises(hb.UserError, match="debian-docs has 60 paragraphs"):
-        hb.debian_docs(100, HASHING_NAME, files=files, directory=cache)
+    with pytest.raises(UserError, match="debian-docs has 60 paragraphs"):
+        datasets.debian_docs(100, HASHING_NAME, files=files, directory=cache)
 
 
 class _RecordingEmbedder:
@@ -313,7 +317,7 @@ class _RecordingEmbedder:
 def test_paragraphs_are_embedded_longest_in_tokens_first(monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunks hold paragraphs of like length in tokens (capped at the model's limit), so batches pad little;
     every paragraph's vector reaches the caller in its own place."""
-    monkeypatch.setattr(hb, "EMBED_CHUNK", 3)
+    monkeypatch.setattr(datasets, "EMBED_CHUNK", 3)
     texts = ["a " * n for n in (1, 9, 3, 2, 7, 4, 1)]  # 9 and 7 words are both over the 4-token cap
     got: dict[int, float] = {}
 
@@ -321,7 +325,7 @@ def test_paragraphs_are_embedded_longest_in_tokens_first(monkeypatch: pytest.Mon
         got.update(zip(positions, vectors[:, 0].tolist(), strict=True))
 
     embedder = _RecordingEmbedder()
-    hb._embed_missing(texts, embedder, hb.Progress(enabled=False), checkpoint)  # type: ignore[arg-type]
+    datasets._embed_missing(texts, embedder, NO_PROGRESS, checkpoint)  # type: ignore[arg-type]
     assert [[len(t.split()) for t in call] for call in embedder.calls] == [[9, 7, 4], [3, 2, 1], [1]]
     assert got == {i: float(len(t.split())) for i, t in enumerate(texts)}
 
@@ -403,7 +407,7 @@ def test_unreachable_target_says_the_best_found(tiny_grid: None, monkeypatch: py
                                                 capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """Uniform random 256-d vectors searched with ef=10 (so at k=50, hnswlib's ef is 50): recall stays well
     below 0.999 for every setting."""
-    monkeypatch.setattr(hb, "QUICK_GRID", hb.Grid(M=(8,), ef_construction=(64,), ef=(10,)))
+    monkeypatch.setattr(config, "QUICK_GRID", config.Grid(M=(8,), ef_construction=(64,), ef=(10,)))
     np.save(tmp_path / "v.npy", np.random.default_rng(0).standard_normal((3000, 256)).astype(np.float32))
     code, _, err = run_cli("hnsw", "--dataset", str(tmp_path / "v.npy"), "--quick", "--k", "50",
                              "--recall-target", "0.999", "--out", str(tmp_path / "out"), capsys=capsys)
