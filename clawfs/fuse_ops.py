@@ -1,4 +1,5 @@
-"""The FUSE adapter: pyfuse3 requests in, VFS calls, `FUSEError(errno)` out.  Nothing else.
+"""The FUSE adapter: pyfuse3 requests in, router calls (clawfs/router.py: the VFS, or the `.clawfs` tree),
+`FUSEError(errno)` out.  Nothing else.
 
 This is the only module that imports pyfuse3.  It holds no SQL and no crypto.  A domain error (`FsError`)
 becomes its errno; anything unexpected is logged with a traceback and answered with EIO, so one bad request
@@ -17,7 +18,8 @@ import pyfuse3
 import trio
 
 from .errors import FsError
-from .vfs import VFS, Attr, Ctx
+from .router import Router
+from .vfs import Attr, Ctx
 
 log = logging.getLogger("clawfs.fuse")
 RC = pyfuse3.RequestContext
@@ -68,26 +70,26 @@ class ClawOperations(pyfuse3.Operations):
     enable_writeback_cache = True
     supports_dot_lookup = True
 
-    def __init__(self, vfs: VFS) -> None:
+    def __init__(self, fs: Router) -> None:
         super().__init__()
-        self.vfs = vfs
+        self.fs = fs
 
     @_errors_to_errno
     async def lookup(self, parent_inode: int, name: bytes, ctx: RC) -> pyfuse3.EntryAttributes:
-        work = self.vfs.lookup_work(parent_inode, name)
+        work = self.fs.lookup_work(parent_inode, name)
         # The one await of any handler: other requests run meanwhile (the vfs call below starts afresh).
         prepared = await trio.to_thread.run_sync(work, abandon_on_cancel=True) if work else None
-        return _entry(self.vfs.lookup(parent_inode, name, prepared))
+        return _entry(self.fs.lookup(parent_inode, name, prepared))
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         try:
-            self.vfs.forget(list(inode_list))
+            self.fs.forget(list(inode_list))
         except Exception:
             log.exception("forget failed")  # forget has no reply; never let it kill the loop
 
     @_errors_to_errno
     async def getattr(self, inode: int, ctx: RC) -> pyfuse3.EntryAttributes:
-        return _entry(self.vfs.getattr(inode))
+        return _entry(self.fs.getattr(inode))
 
     @_errors_to_errno
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
@@ -95,7 +97,7 @@ class ClawOperations(pyfuse3.Operations):
         def pick(flag: bool, value: int) -> int | None:
             return value if flag else None
 
-        return _entry(self.vfs.setattr(
+        return _entry(self.fs.setattr(
             inode,
             mode=pick(fields.update_mode, attr.st_mode), uid=pick(fields.update_uid, attr.st_uid),
             gid=pick(fields.update_gid, attr.st_gid), size=pick(fields.update_size, attr.st_size),
@@ -106,84 +108,84 @@ class ClawOperations(pyfuse3.Operations):
 
     @_errors_to_errno
     async def readlink(self, inode: int, ctx: RC) -> bytes:
-        return self.vfs.readlink(inode)
+        return self.fs.readlink(inode)
 
     @_errors_to_errno
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
                     ctx: RC) -> pyfuse3.EntryAttributes:
-        return _entry(self.vfs.mknod(parent_inode, name, mode, rdev, _ctx(ctx)))
+        return _entry(self.fs.mknod(parent_inode, name, mode, rdev, _ctx(ctx)))
 
     @_errors_to_errno
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: RC) -> pyfuse3.EntryAttributes:
-        return _entry(self.vfs.mkdir(parent_inode, name, mode, _ctx(ctx)))
+        return _entry(self.fs.mkdir(parent_inode, name, mode, _ctx(ctx)))
 
     @_errors_to_errno
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
                       ctx: RC) -> pyfuse3.EntryAttributes:
-        return _entry(self.vfs.symlink(parent_inode, name, target, _ctx(ctx)))
+        return _entry(self.fs.symlink(parent_inode, name, target, _ctx(ctx)))
 
     @_errors_to_errno
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: RC) -> pyfuse3.EntryAttributes:
-        return _entry(self.vfs.link(inode, new_parent_inode, new_name))
+        return _entry(self.fs.link(inode, new_parent_inode, new_name))
 
     @_errors_to_errno
     async def unlink(self, parent_inode: int, name: bytes, ctx: RC) -> None:
-        self.vfs.unlink(parent_inode, name)
+        self.fs.unlink(parent_inode, name)
 
     @_errors_to_errno
     async def rmdir(self, parent_inode: int, name: bytes, ctx: RC) -> None:
-        self.vfs.rmdir(parent_inode, name)
+        self.fs.rmdir(parent_inode, name)
 
     @_errors_to_errno
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes,
                      flags: int, ctx: RC) -> None:
-        self.vfs.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags)
+        self.fs.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags)
 
     @_errors_to_errno
     async def open(self, inode: int, flags: int, ctx: RC) -> pyfuse3.FileInfo:
-        fh = self.vfs.open(inode, flags)
-        uncached = self.vfs.uncached(fh)  # .clawfs files change under the kernel; secrets must not be cached
+        fh = self.fs.open(inode, flags)
+        uncached = self.fs.uncached(fh)  # .clawfs files change under the kernel; secrets must not be cached
         return pyfuse3.FileInfo(fh=fh, keep_cache=not uncached, direct_io=uncached)
 
     @_errors_to_errno
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: RC) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        fh, attr = self.vfs.create(parent_inode, name, mode, flags, _ctx(ctx))
-        uncached = self.vfs.uncached(fh)
+        fh, attr = self.fs.create(parent_inode, name, mode, flags, _ctx(ctx))
+        uncached = self.fs.uncached(fh)
         return pyfuse3.FileInfo(fh=fh, keep_cache=not uncached, direct_io=uncached), _entry(attr)
 
     @_errors_to_errno
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return self.vfs.read(fh, off, size)
+        return self.fs.read(fh, off, size)
 
     @_errors_to_errno
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        return self.vfs.write(fh, off, buf)
+        return self.fs.write(fh, off, buf)
 
     @_errors_to_errno
     async def flush(self, fh: int) -> None:
-        self.vfs.flush(fh)
+        self.fs.flush(fh)
 
     @_errors_to_errno
     async def fsync(self, fh: int, datasync: bool) -> None:
-        self.vfs.fsync(fh, datasync)
+        self.fs.fsync(fh, datasync)
 
     @_errors_to_errno
     async def release(self, fh: int) -> None:
-        self.vfs.release(fh)
+        self.fs.release(fh)
 
     @_errors_to_errno
     async def opendir(self, inode: int, ctx: RC) -> int:
-        return self.vfs.opendir(inode)
+        return self.fs.opendir(inode)
 
     @_errors_to_errno
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        for name, attr, next_id in self.vfs.readdir(fh, start_id):
+        for name, attr, next_id in self.fs.readdir(fh, start_id):
             if not pyfuse3.readdir_reply(token, name, _entry(attr), next_id):
                 break
             if name not in (b".", b".."):  # the kernel takes no reference for these two
-                self.vfs.remember(attr.ino)
+                self.fs.remember(attr.ino)
 
     @_errors_to_errno
     async def releasedir(self, fh: int) -> None:
@@ -191,11 +193,11 @@ class ClawOperations(pyfuse3.Operations):
 
     @_errors_to_errno
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        self.vfs.fsyncdir(fh, datasync)
+        self.fs.fsyncdir(fh, datasync)
 
     @_errors_to_errno
     async def statfs(self, ctx: RC) -> pyfuse3.StatvfsData:
-        s = self.vfs.statfs()
+        s = self.fs.statfs()
         d = pyfuse3.StatvfsData()
         d.f_bsize = d.f_frsize = s.bsize
         d.f_blocks, d.f_bfree, d.f_bavail = s.blocks, s.bfree, s.bavail
@@ -205,19 +207,19 @@ class ClawOperations(pyfuse3.Operations):
 
     @_errors_to_errno
     async def getxattr(self, inode: int, name: bytes, ctx: RC) -> bytes:
-        return self.vfs.getxattr(inode, name)
+        return self.fs.getxattr(inode, name)
 
     @_errors_to_errno
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: RC) -> None:
-        self.vfs.setxattr(inode, name, value)
+        self.fs.setxattr(inode, name, value)
 
     @_errors_to_errno
     async def listxattr(self, inode: int, ctx: RC) -> Sequence[bytes]:
-        return self.vfs.listxattr(inode)
+        return self.fs.listxattr(inode)
 
     @_errors_to_errno
     async def removexattr(self, inode: int, name: bytes, ctx: RC) -> None:
-        self.vfs.removexattr(inode, name)
+        self.fs.removexattr(inode, name)
 
     @_errors_to_errno
     async def access(self, inode: int, mode: int, ctx: RC) -> bool:

@@ -6,6 +6,7 @@ or a savepoint in a mount's group commit), so it is all or nothing, and a full d
 Methods are synchronous: under trio, a request handler that calls one of
 them runs it to completion before any other request is served, so no invariant here is ever seen half-done.
 (Adding an `await` between two store calls in the adapter would break that; don't.)
+The `.clawfs` control tree is not here: clawfs/router.py sends its inodes elsewhere before a call gets this far.
 
 Times: creation sets all three; data changes set mtime and ctime; metadata changes (chmod, chown, link,
 rename, xattrs) set ctime; directory changes set the directory's mtime and ctime.  atime changes only through
@@ -23,8 +24,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from . import home
-from .control import NAME as CTL_NAME
-from .control import ControlTree, Node, Prepared
 from .db import InodeRow
 from .errors import (
     Exists,
@@ -76,7 +75,7 @@ class Attr:
     atime_ns: int
     mtime_ns: int
     ctime_ns: int
-    volatile: bool = False  # generated (the .clawfs tree): the kernel must not cache it
+    volatile: bool = False  # generated (the .clawfs tree, clawfs/control_fs.py): the kernel must not cache it
 
 
 @dataclass
@@ -98,13 +97,11 @@ def _check_name(name: bytes) -> None:
 
 
 class VFS:
-    def __init__(self, store: Store, *, readonly: bool = False, control: ControlTree | None = None,
+    def __init__(self, store: Store, *, readonly: bool = False,
                  on_change: Callable[[], None] | None = None) -> None:
         self.store = store
         self.readonly = readonly
         self.inodes = InodeTable(self._nlink_of, self._purge)
-        self.control = control
-        self._ctl_views: dict[int, bytes] = {}  # open handle -> the generated file's contents at open
         self._on_change = on_change  # wakes the indexer; the queue row itself is written with the change
 
     def _changed(self, ino: int) -> None:
@@ -114,13 +111,10 @@ class VFS:
             if self._on_change:
                 self._on_change()
 
-    def _ctl(self, ino: int) -> bool:
-        return self.control is not None and self.control.owns(ino)
-
     def uncached(self, fh: int) -> bool:
-        """The open file must bypass the kernel's page cache: a generated file (it changes under the cache) or
-        a secret (a cached page would let a read through without asking us; see clawfs/home.py).  Decided at
-        open from the inode already read there, so asking costs no query."""
+        """The open file must bypass the kernel's page cache: a secret (a cached page would let a read through
+        without asking us; see clawfs/home.py).  Decided at open from the inode already read there, so asking
+        costs no query."""
         h = self.inodes.handle(fh)
         return h is not None and h.uncached
 
@@ -132,20 +126,6 @@ class VFS:
             return home.FLAG_SECRET
         return 0
 
-    def _ctl_attr(self, node: Node) -> Attr:
-        assert self.control is not None
-        t = self.control.created_ns
-        nlink = 2 if stat.S_ISDIR(node.mode) else 1
-        return Attr(node.ino, 0, node.mode, nlink, self.control.uid, self.control.gid, 0, len(node.data), 0,
-                    4096, t, t, t, volatile=True)
-
-    def _ctl_node(self, ino: int) -> Node:
-        assert self.control is not None
-        node = self.control.node(ino)
-        if node is None:
-            raise NotFound("gone from .clawfs")
-        return node
-
     # -- helpers --------------------------------------------------------------------------------------------
     def _nlink_of(self, ino: int) -> int | None:
         row = self.store.db.inode_get(ino)
@@ -156,11 +136,9 @@ class VFS:
             with self.store.transaction():
                 self.store.purge(ino)
 
-    def _writable(self, *inos: int, names: tuple[tuple[int, bytes], ...] = ()) -> None:
+    def _writable(self) -> None:
         if self.readonly:
             raise ReadOnly("mounted read-only")
-        if any(self._ctl(i) for i in inos) or (self.control is not None and (ROOT, CTL_NAME) in names):
-            raise ReadOnly(".clawfs is read-only")
 
     def attr(self, row: InodeRow) -> Attr:
         bs = self.store.block_size
@@ -187,23 +165,7 @@ class VFS:
         return self.store.get(ino)
 
     # -- lookups and attributes -----------------------------------------------------------------------------
-    def lookup_work(self, parent: int, name: bytes) -> Callable[[], Prepared] | None:
-        """Blocking work that looking up `name` needs first, to be run off the request loop and its result passed
-        to `lookup`: a `.clawfs` search (see clawfs/control.py); None for every other name."""
-        if self.control is None or not self._ctl(parent):
-            return None
-        work = self.control.prepare(parent, name)
-        if work is not None and not self.readonly:
-            self.store.flush()  # the search reads through its own connection: let it see every change made so far
-        return work
-
-    def lookup(self, parent: int, name: bytes, prepared: Prepared | None = None) -> Attr:
-        if self.control is not None and (self._ctl(parent) or (parent == ROOT and name == CTL_NAME)):
-            node = self.control.node(self.control.root) if parent == ROOT else \
-                self.control.lookup(parent, name, prepared)
-            if node is None:
-                raise NotFound()
-            return self._ctl_attr(node)
+    def lookup(self, parent: int, name: bytes) -> Attr:
         self._dir(parent)
         if name == b".":
             row = self.store.get(parent)
@@ -223,14 +185,12 @@ class VFS:
             self.inodes.forget(ino, n)
 
     def getattr(self, ino: int) -> Attr:
-        if self._ctl(ino):
-            return self._ctl_attr(self._ctl_node(ino))
         return self.attr(self.store.get(ino))
 
     def setattr(self, ino: int, *, mode: int | None = None, uid: int | None = None, gid: int | None = None,
                 size: int | None = None, atime_ns: int | None = None, mtime_ns: int | None = None,
                 ctime_ns: int | None = None) -> Attr:
-        self._writable(ino)
+        self._writable()
         with self.store.transaction():
             row = self.store.get(ino)
             now = time.time_ns()
@@ -257,8 +217,6 @@ class VFS:
             return self.attr(self.store.get(ino))
 
     def readlink(self, ino: int) -> bytes:
-        if self._ctl(ino):
-            return self._ctl_node(ino).data
         row = self.store.get(ino)
         if not stat.S_ISLNK(row.mode):
             raise Invalid("not a symlink")
@@ -267,7 +225,7 @@ class VFS:
     # -- creating -------------------------------------------------------------------------------------------
     def _create(self, parent: int, name: bytes, mode: int, ctx: Ctx, *, rdev: int = 0,
                 target: bytes | None = None) -> InodeRow:
-        self._writable(parent)
+        self._writable()
         _check_name(name)
         self.store.ensure_space(SMALL_CHANGE)
         with self.store.transaction():
@@ -308,7 +266,7 @@ class VFS:
         return self.inodes.open(row.id, flags, uncached=home.is_secret(row.flags)), self.attr(row)
 
     def link(self, ino: int, new_parent: int, new_name: bytes) -> Attr:
-        self._writable(ino, new_parent)
+        self._writable()
         _check_name(new_name)
         with self.store.transaction():
             row = self.store.get(ino)
@@ -343,7 +301,7 @@ class VFS:
         self._remove(parent, name, want_dir=True)
 
     def _remove(self, parent: int, name: bytes, *, want_dir: bool) -> None:
-        self._writable(parent, names=((parent, name),))
+        self._writable()
         with self.store.transaction():
             self._dir(parent)
             row = self._entry(parent, name)
@@ -373,7 +331,7 @@ class VFS:
             ino = parent
 
     def rename(self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes, flags: int = 0) -> None:
-        self._writable(old_parent, new_parent, names=((old_parent, old_name), (new_parent, new_name)))
+        self._writable()
         if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == RENAME_NOREPLACE | RENAME_EXCHANGE:
             raise Invalid("unsupported rename flags")
         _check_name(new_name)
@@ -456,15 +414,6 @@ class VFS:
 
     # -- files ----------------------------------------------------------------------------------------------
     def open(self, ino: int, flags: int) -> int:
-        if self._ctl(ino):
-            if flags & os.O_ACCMODE != os.O_RDONLY:
-                raise ReadOnly(".clawfs is read-only")
-            node = self._ctl_node(ino)
-            if stat.S_ISDIR(node.mode):
-                raise IsADir()
-            fh = self.inodes.open(ino, flags, uncached=True)
-            self._ctl_views[fh] = node.data  # one consistent view per open: status changes while it is read
-            return fh
         row = self.store.get(ino)
         if stat.S_ISDIR(row.mode):
             raise IsADir()
@@ -484,10 +433,7 @@ class VFS:
         return h.ino
 
     def read(self, fh: int, offset: int, size: int) -> bytes:
-        ino = self._handle_ino(fh)
-        if self._ctl(ino):
-            return self._ctl_views.get(fh, b"")[offset:offset + size]
-        row = self.store.get(ino)
+        row = self.store.get(self._handle_ino(fh))
         if home.is_secret(row.flags):
             raise PermissionDenied("secret values are write-only")
         return self.store.read(row, offset, size)
@@ -531,46 +477,27 @@ class VFS:
     def release(self, fh: int) -> None:
         if not self.readonly:
             self._queue_if_dirty(fh)
-        self._ctl_views.pop(fh, None)
         self.inodes.close(fh)
 
     # -- directories ----------------------------------------------------------------------------------------
     def opendir(self, ino: int) -> int:
-        if self._ctl(ino):
-            if not stat.S_ISDIR(self._ctl_node(ino).mode):
-                raise NotADir()
-            return ino
         self._dir(ino)
         return ino
 
     def readdir(self, ino: int, start: int) -> Iterator[tuple[bytes, Attr, int]]:
         """(name, attributes, offset of the next entry) from offset `start`: `.` is 1, `..` is 2, an entry is
         2 + its id, so offsets stay valid while the directory changes."""
-        if self._ctl(ino):
-            yield from self._ctl_readdir(ino, start)
-            return
         row = self._dir(ino)
         if start < 1:
             yield b".", self.attr(row), 1
         if start < 2:
             yield b"..", self.attr(self.store.get(row.parent or ROOT)), 2
-        # `.clawfs` is not listed (as ZFS hides `.zfs`): `rsync -a`, `tar` and `cp -r` of a mount then copy the
-        # agent's files only, and a copy restored into another mount never tries to write into it.
         for entry_id, name, child in self.store.entries(ino, max(0, start - 3)):
             child_row = self.store.db.inode_get(child)
             if child_row is None:
                 log.error("integrity: directory %d entry %d points to missing inode %d", ino, entry_id, child)
                 continue
             yield name, self.attr(child_row), entry_id + 3
-
-    def _ctl_readdir(self, ino: int, start: int) -> Iterator[tuple[bytes, Attr, int]]:
-        assert self.control is not None
-        node = self._ctl_node(ino)
-        parent = self.getattr(node.parent if node.parent else ROOT)
-        entries = [(b".", self._ctl_attr(node)), (b"..", parent)]
-        entries += [(name, self._ctl_attr(child)) for name, child in self.control.listing(ino)]
-        for offset, (name, attr) in enumerate(entries[start:], start + 1):
-            yield name, attr, offset
 
     def fsyncdir(self, ino: int, datasync: bool) -> None:
         self.fsync(0, datasync)
@@ -579,18 +506,13 @@ class VFS:
     def getxattr(self, ino: int, name: bytes) -> bytes:
         if not name.startswith(b"user."):
             raise NoData()
-        if self._ctl(ino):
-            value = self._ctl_node(ino).xattrs.get(name)
-            if value is None:
-                raise NoData()
-            return value
         value = self.store.xattr_get(self.store.get(ino), name)
         if value is None:
             raise NoData()
         return value
 
     def setxattr(self, ino: int, name: bytes, value: bytes) -> None:
-        self._writable(ino)
+        self._writable()
         if not name.startswith(b"user."):
             raise NotSupported("only user.* extended attributes are supported")
         if len(name) > XATTR_NAME_MAX:
@@ -604,12 +526,10 @@ class VFS:
             self.store.update(ino, ctime_ns=time.time_ns())
 
     def listxattr(self, ino: int) -> list[bytes]:
-        if self._ctl(ino):
-            return list(self._ctl_node(ino).xattrs)
         return self.store.xattr_names(self.store.get(ino))
 
     def removexattr(self, ino: int, name: bytes) -> None:
-        self._writable(ino)
+        self._writable()
         with self.store.transaction():
             if not self.store.xattr_remove(self.store.get(ino), name):
                 raise NoData()

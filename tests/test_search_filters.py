@@ -23,6 +23,7 @@ from clawfs.errors import FsError
 from clawfs.index import engine
 from clawfs.index.engine import CANDIDATES, IndexCore
 from clawfs.keys import Credentials
+from clawfs.router import Router
 from clawfs.store import ROOT, Store
 from clawfs.vfs import VFS
 from mountd.daemon import _control_tree, _SearchConnection
@@ -39,13 +40,13 @@ FILES = {**CROWD,
 
 
 @pytest.fixture(scope="module")
-def indexed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[VFS, Store, IndexCore]]:
+def indexed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Router, Store, IndexCore]]:
     path = str(tmp_path_factory.mktemp("filters") / "s.claw")
     Store.create(path, [("passphrase", PW)], block_size=4096)
     store = Store.open(path, Credentials(passphrases=[PW]))
     core = IndexCore.load(store, "hashing-384")
     searches = _SearchConnection(path, store.env.master_key)
-    vfs = VFS(store, control=_control_tree(store, core, searches))
+    vfs = Router(VFS(store), _control_tree(store, core, searches))
     inos = vfs_write_tree(vfs, FILES)
     engine.index_files(store, core, [(ino, None) for ino in inos.values()])
     try:
@@ -59,14 +60,14 @@ def paths(hits: list[engine.Hit]) -> list[bytes]:
     return [h.path for h in hits]
 
 
-def test_the_crowd_fills_every_candidate_of_an_unfiltered_search(indexed: tuple[VFS, Store, IndexCore]) -> None:
+def test_the_crowd_fills_every_candidate_of_an_unfiltered_search(indexed: tuple[Router, Store, IndexCore]) -> None:
     """The premise of the tests below: unfiltered, the archive note is not among the candidates at all."""
     _, store, core = indexed
     found = paths(engine.search(store, core, QUERY, k=2 * CANDIDATES).hits)
     assert len(found) >= CANDIDATES and ARCHIVE not in found, found
 
 
-def test_a_narrow_prefix_finds_its_file_behind_the_crowd(indexed: tuple[VFS, Store, IndexCore]) -> None:
+def test_a_narrow_prefix_finds_its_file_behind_the_crowd(indexed: tuple[Router, Store, IndexCore]) -> None:
     _, store, core = indexed
     for prefix in (b"archive", b"archive/", b"/archive/"):
         found = paths(engine.search(store, core, QUERY, k=3, path_prefix=prefix).hits)
@@ -76,7 +77,7 @@ def test_a_narrow_prefix_finds_its_file_behind_the_crowd(indexed: tuple[VFS, Sto
     assert engine.search(store, core, QUERY, k=3, path_prefix=b"archiv").hits == [], "a prefix is whole names"
 
 
-def test_similar_with_a_prefix_finds_its_file_behind_the_crowd(indexed: tuple[VFS, Store, IndexCore]) -> None:
+def test_similar_with_a_prefix_finds_its_file_behind_the_crowd(indexed: tuple[Router, Store, IndexCore]) -> None:
     vfs, store, core = indexed
     crowd0 = vfs.lookup(vfs.lookup(ROOT, b"crowd").ino, b"000.md").ino
     unfiltered = engine.similar(store, core, crowd0, k=CANDIDATES)
@@ -86,7 +87,7 @@ def test_similar_with_a_prefix_finds_its_file_behind_the_crowd(indexed: tuple[VF
 
 
 def test_a_confined_search_compares_its_own_chunks_without_digging(
-        indexed: tuple[VFS, Store, IndexCore], monkeypatch: pytest.MonkeyPatch) -> None:
+        indexed: tuple[Router, Store, IndexCore], monkeypatch: pytest.MonkeyPatch) -> None:
     """The few chunks under a path are compared with the query themselves: with digging off (MAX_CANDIDATES at
     the first round's depth), the archive note is still found behind the crowd, by search and by similar."""
     vfs, store, core = indexed
@@ -100,7 +101,7 @@ def test_a_confined_search_compares_its_own_chunks_without_digging(
 
 
 def test_a_wide_path_filters_the_whole_store_rankings(
-        indexed: tuple[VFS, Store, IndexCore], monkeypatch: pytest.MonkeyPatch) -> None:
+        indexed: tuple[Router, Store, IndexCore], monkeypatch: pytest.MonkeyPatch) -> None:
     """Above SCOPE_CHUNKS the walk gives up and the whole store's fused ranking is filtered as it is read
     (`_dig`).  Its ranks count the chunks refused too, so scores differ a little from those of the path's own
     ranking; the files found are the path's, and the best one is the same."""
@@ -116,7 +117,7 @@ def test_a_wide_path_filters_the_whole_store_rankings(
     assert filtered[0] == scoped[0]
 
 
-def read_ctl(vfs: VFS, *names: bytes) -> list[dict[str, object]]:
+def read_ctl(vfs: Router, *names: bytes) -> list[dict[str, object]]:
     """Look up `.clawfs/<names...>` a component at a time, as the kernel does, and parse the JSON file there."""
     ino = vfs.lookup(ROOT, b".clawfs").ino
     for name in names:
@@ -129,7 +130,7 @@ def read_ctl(vfs: VFS, *names: bytes) -> list[dict[str, object]]:
     return data
 
 
-def test_results_files_of_the_mount_take_k_and_a_prefix(indexed: tuple[VFS, Store, IndexCore]) -> None:
+def test_results_files_of_the_mount_take_k_and_a_prefix(indexed: tuple[Router, Store, IndexCore]) -> None:
     vfs, _, _ = indexed
     q = QUERY.encode()
     assert len(read_ctl(vfs, b"search", q, b".results.json")) == MAX_HITS

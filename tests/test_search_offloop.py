@@ -1,7 +1,7 @@
 """A `.clawfs/search/` lookup runs its search in a worker thread: the FUSE adapter's other handlers keep answering
 while it waits (for the model to load at mount, or for a batch the indexer is embedding).
 
-Drives `ClawOperations` (the pyfuse3 adapter) under trio without the kernel, over a real store and VFS; the
+Drives `ClawOperations` (the pyfuse3 adapter) under trio without the kernel, over a real store, VFS and router; the
 control tree's search function is one that waits on an event, so the test decides when the search ends instead of
 guessing how long it takes.  tests/test_index_mount.py checks search results through a real mount.
 """
@@ -22,6 +22,7 @@ from clawfs.control import ControlTree
 from clawfs.errors import FsError
 from clawfs.fuse_ops import ClawOperations
 from clawfs.keys import Credentials
+from clawfs.router import Router
 from clawfs.store import ROOT, Store
 from clawfs.vfs import VFS, Ctx
 
@@ -53,12 +54,12 @@ def ops(tmp_path: Path) -> Any:
     Store.create(path, [("passphrase", PW)], block_size=4096)
     store = Store.open(path, Credentials(passphrases=[PW]))
     search = BlockingSearch(b"notes.md")
-    vfs = VFS(store, control=ControlTree(search, lambda: {}, os.getuid(), os.getgid()))
+    vfs = VFS(store)
     fh, _ = vfs.create(ROOT, b"notes.md", 0o100644, os.O_WRONLY, CTX)
     vfs.write(fh, 0, b"the agent's notes\n")
     vfs.release(fh)
     try:
-        yield ClawOperations(vfs), search
+        yield ClawOperations(Router(vfs, ControlTree(search, lambda: {}, os.getuid(), os.getgid()))), search
     finally:
         store.close()
 
@@ -88,7 +89,7 @@ def test_other_requests_run_while_a_search_waits(ops: Any) -> None:
             assert "entry" not in result, "the search lookup finished before it was released"
             search.release.set()
         entry = result["entry"]
-        names = [n for n, _, _ in adapter.vfs.readdir(entry.st_ino, 0)]
+        names = [n for n, _, _ in adapter.fs.readdir(entry.st_ino, 0)]
         assert b"01-notes.md" in names
 
     trio.run(main)
@@ -104,7 +105,7 @@ def test_a_failed_search_answers_eio_and_the_loop_goes_on(tmp_path: Path) -> Non
     def broken(query: str, k: int, prefix: bytes | None) -> list[dict[str, Any]]:
         raise FsError(".clawfs search failed: the index is not loaded (snapshot unreadable)")
 
-    adapter = ClawOperations(VFS(store, control=ControlTree(broken, lambda: {}, os.getuid(), os.getgid())))
+    adapter = ClawOperations(Router(VFS(store), ControlTree(broken, lambda: {}, os.getuid(), os.getgid())))
 
     async def main() -> None:
         ctl = (await adapter.lookup(ROOT, b".clawfs", None)).st_ino

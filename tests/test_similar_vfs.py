@@ -1,5 +1,5 @@
 """`.clawfs/similar/<path>/` without the kernel: the control tree alone (bounds, directories turning into files),
-then the VFS calls the FUSE adapter makes over a real store indexed with the model-free `hashing-384` embedder
+then the router calls the FUSE adapter makes over a real store indexed with the model-free `hashing-384` embedder
 (similar in words, which is enough to check the plumbing; tests/test_similar_mount.py checks meaning with the
 real model through a real mount)."""
 
@@ -21,6 +21,7 @@ from clawfs.errors import FsError
 from clawfs.index import engine
 from clawfs.index.engine import IndexCore
 from clawfs.keys import Credentials
+from clawfs.router import Router
 from clawfs.store import ROOT, Store
 from clawfs.vfs import VFS, Ctx
 from mountd.daemon import _control_tree, _SearchConnection
@@ -124,14 +125,14 @@ def test_tree_stays_bounded_but_a_deep_path_still_resolves() -> None:
 
 # -- through the VFS over an indexed store ----------------------------------------------------------------------
 @pytest.fixture
-def indexed(tmp_path: Path) -> Iterator[tuple[VFS, dict[bytes, int]]]:
-    """A store holding NOTES (and an empty file, indexed with no chunks), all indexed, behind a VFS with the
+def indexed(tmp_path: Path) -> Iterator[tuple[Router, dict[bytes, int]]]:
+    """A store holding NOTES (and an empty file, indexed with no chunks), all indexed, behind a VFS and the
     control tree the mount daemon builds."""
     path = str(tmp_path / "s.claw")
     Store.create(path, [("passphrase", PW)], block_size=4096)
     store = Store.open(path, Credentials(passphrases=[PW]))
     core = IndexCore.load(store, "hashing-384")
-    vfs = VFS(store, control=_control_tree(store, core, _SearchConnection(path, store.env.master_key)))
+    vfs = Router(VFS(store), _control_tree(store, core, _SearchConnection(path, store.env.master_key)))
     inos = vfs_write_tree(vfs, {**NOTES, b"empty.md": b""})
     for ino in inos.values():
         engine.index_file(store, core, ino)
@@ -139,14 +140,14 @@ def indexed(tmp_path: Path) -> Iterator[tuple[VFS, dict[bytes, int]]]:
     store.close()
 
 
-def ctl_walk(vfs: VFS, path: bytes) -> int:
+def ctl_walk(vfs: Router, path: bytes) -> int:
     ino = vfs.lookup(vfs.lookup(ROOT, b".clawfs").ino, b"similar").ino
     for name in path.split(b"/"):
         ino = vfs.lookup(ino, name).ino
     return ino
 
 
-def listing(vfs: VFS, ino: int) -> list[tuple[bytes, bytes]]:
+def listing(vfs: Router, ino: int) -> list[tuple[bytes, bytes]]:
     """readdir then readlink of each entry, as `ls -l` would."""
     fh = vfs.opendir(ino)
     names = [name for name, _, _ in vfs.readdir(fh, 0) if name not in (b".", b"..")]
@@ -155,7 +156,7 @@ def listing(vfs: VFS, ino: int) -> list[tuple[bytes, bytes]]:
     return [(name, vfs.readlink(vfs.lookup(ino, name).ino)) for name in names]
 
 
-def test_similar_lists_the_other_dog_note_first_and_not_itself(indexed: tuple[VFS, dict[bytes, int]]) -> None:
+def test_similar_lists_the_other_dog_note_first_and_not_itself(indexed: tuple[Router, dict[bytes, int]]) -> None:
     vfs, _ = indexed
     rdir = ctl_walk(vfs, b"notes/dog.md")
     assert stat.S_ISDIR(vfs.getattr(rdir).mode)
@@ -177,7 +178,7 @@ def test_similar_lists_the_other_dog_note_first_and_not_itself(indexed: tuple[VF
     assert top[0] == (b"01-taxes.md", b"../../../../money/taxes.md"), top
 
 
-def test_missing_unindexed_and_non_files_answer_enoent(indexed: tuple[VFS, dict[bytes, int]]) -> None:
+def test_missing_unindexed_and_non_files_answer_enoent(indexed: tuple[Router, dict[bytes, int]]) -> None:
     vfs, _ = indexed
     for path in (b"nope.md", b"notes/nope.md", b"nope/dog.md", b"empty.md", b"notes/dog.md/x",
                  b"garden.md/notes"):
@@ -191,7 +192,7 @@ def test_missing_unindexed_and_non_files_answer_enoent(indexed: tuple[VFS, dict[
     assert e.value.errno in (errno.EROFS, errno.EACCES)
 
 
-def test_results_follow_a_rename(indexed: tuple[VFS, dict[bytes, int]]) -> None:
+def test_results_follow_a_rename(indexed: tuple[Router, dict[bytes, int]]) -> None:
     vfs, _ = indexed
     notes = vfs.lookup(ROOT, b"notes").ino
     rdir = ctl_walk(vfs, b"notes/dog.md")
