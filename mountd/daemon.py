@@ -24,6 +24,7 @@ from clawfs.index import engine
 from clawfs.index.engine import IndexCore
 from clawfs.index.indexer import Indexer
 from clawfs.keys import Credentials
+from clawfs.router import Router
 from clawfs.store import FLUSH_INTERVAL, Store, StoreLock
 from clawfs.vfs import VFS
 from kernel import mounts, tpm
@@ -80,8 +81,7 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, master: bytes,
         core, off = _index_core(store) if opts.index else (None, "mounted with -o noindex")
         if core is not None and not opts.readonly:
             indexer = Indexer(store_path, master, core)
-        vfs = VFS(store, readonly=opts.readonly, control=_control_tree(store, core, searches, off),
-                  on_change=indexer.notify if indexer else None)
+        vfs = VFS(store, readonly=opts.readonly, on_change=indexer.notify if indexer else None)
         if not opts.readonly:
             purged = vfs.purge_orphans()
             store.mark_mounted()
@@ -90,7 +90,7 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, master: bytes,
             if store.was_unclean:
                 log.warning("%s was not cleanly unmounted last time (%d orphaned inodes purged); "
                             "run `clawfs fsck %s` to check it", store_path, purged, store_path)
-        ops = fuse_ops.ClawOperations(vfs)
+        ops = fuse_ops.ClawOperations(Router(vfs, _control_tree(store, core, searches, off)))
         try:
             fuse_ops.mount(ops, mountpoint, fuse_ops.fuse_options(_fsname(store_path), opts.fuse))
         except RuntimeError as e:
