@@ -12,12 +12,12 @@ import os
 import signal
 import sqlite3
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from helpers import CLAWFS, StoreFixture, is_mounted
+from waiting import wait_for
 
 
 def clawfs(*args: str, env_extra: dict[str, str] | None = None,
@@ -41,14 +41,6 @@ def assert_user_error(proc: subprocess.CompletedProcess[str], *, contains: str |
     if contains is not None:
         assert contains.lower() in lines[0].lower(), f"{cmd}: {contains!r} not in {lines[0]!r}"
     return lines[0]
-
-
-def wait_for(pred: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 def mount_source(mnt: Path) -> tuple[str, str] | None:

@@ -12,17 +12,24 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# A benchmark imports this module as `tests.swtpm` (see bench/__init__.py), the tests as `swtpm`: either way its
+# sibling, the tests' one wait helper, is found beside it.
+if __package__:
+    from .waiting import wait_for
+else:
+    from waiting import wait_for
 
 SWTPM = "swtpm"
 SKIP_REASON = "swtpm not installed: make setup installs it"
@@ -83,15 +90,13 @@ def _alive(pid: int) -> bool:
     return comm == SWTPM and stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _wait_listening(port: int, pidfile: Path, deadline: float) -> int:
-    """The daemon's pid once its pid file exists and the server port accepts a connection."""
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(pidfile.read_text().strip())
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return pid
-        time.sleep(0.01)
-    raise RuntimeError(f"swtpm did not start listening on 127.0.0.1:{port} within {START_TIMEOUT} s")
+def _listening(port: int, pidfile: Path) -> int | None:
+    """The daemon's pid once its pid file exists and the server port accepts a connection; None before."""
+    with contextlib.suppress(OSError, ValueError):
+        pid = int(pidfile.read_text().strip())
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return pid
+    return None
 
 
 def _start(state_dir: Path) -> tuple[int, int]:
@@ -118,8 +123,10 @@ def _start(state_dir: Path) -> tuple[int, int]:
             _set_subreaper(False)
         if proc.returncode == 0:
             try:
-                return port, _wait_listening(port, pidfile, time.monotonic() + START_TIMEOUT)
-            except RuntimeError:
+                pid = wait_for(functools.partial(_listening, port, pidfile), timeout=START_TIMEOUT,
+                               interval=0.01, what=f"swtpm to listen on 127.0.0.1:{port}")
+                return port, pid
+            except AssertionError:
                 with contextlib.suppress(OSError, ValueError):
                     _stop(int(pidfile.read_text().strip()))  # started but never listened: do not leak it
                 raise
@@ -134,9 +141,8 @@ def _stop(pid: int) -> None:
             break
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        with contextlib.suppress(AssertionError):  # still alive: the next signal is stronger
+            wait_for(lambda: not _alive(pid), timeout=STOP_TIMEOUT, interval=0.01, what=f"swtpm {pid} to exit")
     _reap(pid)
 
 

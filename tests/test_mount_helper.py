@@ -17,10 +17,10 @@ from faults import (
     pids_holding,
     process_gone,
     safe_unmount,
-    wait_for,
     wait_released,
 )
 from helpers import StoreFixture, is_mounted
+from waiting import wait_for
 
 pytestmark = pytest.mark.fuse
 
