@@ -22,7 +22,7 @@ from clawfs.errors import UserError
 from clawfs.store import DEFAULT_BLOCK_SIZE, Store, read_info
 from kernel import tpm
 
-from . import bench_cli, credentials, daemon, logs, options, searching
+from . import agent_cli, bench_cli, credentials, daemon, logs, options, searching
 from .keyopts import with_key_options
 from .ui import parse_size
 
@@ -85,9 +85,11 @@ def _tpm_spec(tcti: str | None, tpm_pcrs: str, tpm_pin: bool, pin_file: str | No
 @with_tpm_seal_options
 @click.option("--tpm-tcti", envvar="CLAWFS_TPM_TCTI", help="TPM to use (default device:/dev/tpmrm0).")
 @click.option("--json", "as_json", is_flag=True, help="Print the new store's info as JSON.")
+@click.option("--agent-home", is_flag=True, help="Seed the agent home (as `clawfs agent init` does on a mount).")
 def mkfs(store: str, passphrase_file: str | None, keyfile: str | None, recovery_key_file: str | None,
          block_size: str, kdf: str, force: bool, use_tpm: bool, tpm_pcrs: str, tpm_pin: bool,
-         new_tpm_pin_file: str | None, tpm_rollback_protection: bool, tpm_tcti: str | None, as_json: bool) -> int:
+         new_tpm_pin_file: str | None, tpm_rollback_protection: bool, tpm_tcti: str | None, as_json: bool,
+         agent_home: bool = False) -> int:
     """Create a store: one SQLite file holding only ciphertext.
 
     With no key option, asks for a passphrase twice (on a terminal only)."""
@@ -116,6 +118,8 @@ def mkfs(store: str, passphrase_file: str | None, keyfile: str | None, recovery_
         click.echo("clawfs: warning: the TPM slot is the only key; add a recovery key (`clawfs key add STORE "
                    "recovery`) or the data is lost with this machine", err=True)
     Store.create(store, slots, block_size=parse_size(block_size), force=force, kdf=kdf, tpm_spec=spec)
+    if agent_home:
+        agent_cli.seed_new_store(store, slots)
     if recovery_key_file and recovery_text:
         fd = os.open(recovery_key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -447,6 +451,8 @@ def migrate(source_uri: str, store: str, creds: keys.Credentials, user: str | No
 
 
 cli.add_command(bench_cli.bench)
+cli.add_command(agent_cli.agent_group)
+cli.add_command(agent_cli.chat)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,6 +23,7 @@ SEARCH_MAX = 20
 READ_MAX = 200_000  # bytes of a file memory_read returns (the runtime cuts tool output further)
 NOT_READABLE = ("secrets", ".clawfs", ".agent")
 NOT_WRITABLE = ("settings", "tools", "secrets", "channels", ".agent", ".clawfs", ".versions", "conversations")
+NOT_SEARCHED = ("channels", ".agent", "secrets", "settings")  # mail, runtime state: not memory
 TARGETS = {"memory": "MEMORY.md", "heartbeat": "HEARTBEAT.md", "bootstrap": "BOOTSTRAP.md"}
 
 
@@ -65,14 +66,15 @@ def search_results(home: Path, query: str, k: int, prefix: str | None = None) ->
         name = name[:-1]
     if not name:
         raise ToolError("bad_arguments", "the query is empty")
-    params = f"k={k}" + (f"&path={urllib.parse.quote(prefix, safe='')}" if prefix else "")
+    params = f"k={min(3 * k, 1000)}"  # room for the hits of places memory search leaves out + (f"&path={urllib.parse.quote(prefix, safe='')}" if prefix else "")
     try:
         data = (home / ".clawfs" / "search" / name / f".results?{params}").read_bytes()
     except FileNotFoundError as e:
         raise ToolError("failed", "memory search is unavailable: the home is mounted without its index "
                                   "(mount it without `noindex`)") from e
-    hits: list[dict[str, Any]] = json.loads(data)
-    return hits
+    hits: list[dict[str, Any]] = [h for h in json.loads(data)
+                                  if str(h.get("path", "")).split("/", 1)[0] not in NOT_SEARCHED]
+    return hits[:k]
 
 
 class MemorySearch:

@@ -1,0 +1,251 @@
+"""`clawfs agent init|run|status` and `clawfs chat`: the agent runtime's commands (registered by mountd/cli.py),
+and the seeding behind `clawfs mkfs --agent-home`.
+
+Everything but the seeding of a new store works on a mounted home through plain file I/O (agent/).
+
+Secrets, interim path: the runtime sends a placeholder for `api_key_secret` (agent/llm.py), and the egress
+proxy of the jail swaps it for the value.  Until that proxy exists, the owner may hand `clawfs agent run` the
+key with `--api-key-file`: the swap is then made by `_PlaceholderSwap`, an httpx transport wrapped around the
+runtime's client here, outside agent/, in this process that runs outside any jail.  No file of the mount ever
+returns a secret's value (secrets/ is write-only).  To remove the interim path once the proxy lands: delete
+`--api-key-file` and `_PlaceholderSwap`; agent/ does not change.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from agent import chat as agent_chat
+from agent import home as agent_home
+from agent.config import ConfigError, load_llm
+from agent.llm import placeholder
+from agent.routines import load_routines
+from agent.runtime import Runtime
+from agent.state import read_status
+from clawfs.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def _home(mnt: str) -> Path:
+    home = Path(mnt)
+    if not (home / ".clawfs" / "status").exists():
+        raise UserError(f"{mnt} is not a mounted ClawFS home; mount the store there first "
+                        f"(clawfs mount STORE {mnt})")
+    return home
+
+
+def _emit(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+@click.group("agent")
+def agent_group() -> None:
+    """Run the agent that lives in a mounted home."""
+
+
+@agent_group.command("init")
+@click.argument("mountpoint", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print what was created as JSON.")
+def init(mountpoint: str, as_json: bool) -> int:
+    """Seed MOUNTPOINT's home (identity files, settings, channels/local/); never overwrites a file."""
+    created = agent_home.init(_home(mountpoint))
+    if as_json:
+        _emit({"created": created})
+    elif created:
+        click.echo(f"created {len(created)} entries: {', '.join(created)}")
+    else:
+        click.echo("nothing to do: the home is already seeded")
+    return 0
+
+
+class _PlaceholderSwap(httpx.BaseTransport):
+    """Interim egress: swaps the api_key_secret placeholder in the Authorization header for the owner's key.
+    Goes away with the egress proxy (see the module docstring)."""
+
+    def __init__(self, secret_name: str, value: str) -> None:
+        self._inner = httpx.HTTPTransport()
+        self._needle = placeholder(secret_name)
+        self._value = value
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        auth = request.headers.get("authorization")
+        if auth is not None and self._needle in auth:
+            request.headers["authorization"] = auth.replace(self._needle, self._value)
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _transport(home: Path, api_key_file: str | None) -> httpx.BaseTransport | None:
+    if api_key_file is None:
+        return None
+    try:
+        settings = load_llm(home)
+    except ConfigError as e:
+        raise UserError(str(e)) from e
+    if not settings.api_key_secret:
+        raise UserError("--api-key-file needs api_key_secret in settings/llm.toml (the name the key stands for)")
+    try:
+        value = Path(api_key_file).read_text().strip()
+    except OSError as e:
+        raise UserError(f"cannot read the API key file {api_key_file}: {e.strerror}") from e
+    if not value:
+        raise UserError(f"the API key file {api_key_file} is empty")
+    return _PlaceholderSwap(settings.api_key_secret, value)
+
+
+@agent_group.command("run")
+@click.argument("mountpoint", type=click.Path())
+@click.option("--channel", "channels", multiple=True, metavar="NAME",
+              help="Serve only this channel (repeatable; default: every channel of channels/).")
+@click.option("--api-key-file", type=click.Path(),
+              help="Interim, until the egress proxy: the LLM key, swapped for api_key_secret's placeholder "
+                   "outside the runtime.")
+@click.pass_context
+def run(ctx: click.Context, mountpoint: str, channels: tuple[str, ...], api_key_file: str | None) -> int:
+    """Run the agent in the foreground (logs to stderr; SIGTERM finishes the current turns and exits 0)."""
+    home = _home(mountpoint)
+    if not ctx.find_root().obj or not ctx.find_root().obj.get("verbose"):
+        logging.getLogger("agent").setLevel(logging.INFO)
+    logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
+    try:
+        runtime = Runtime(home, list(channels) or None, _transport(home, api_key_file))
+    except ConfigError as e:
+        raise UserError(str(e)) from e
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    runtime.run(stop)
+    return 0
+
+
+def status_of(home: Path) -> dict[str, Any]:
+    st = read_status(home)
+    every = float(st.get("status_every", 1.0) or 1.0)
+    fresh = bool(st) and time.time() - float(st.get("updated_at", 0)) <= max(10.0, 5 * every)
+    routines, bad = load_routines(home)
+    queue = {ch: len(os.listdir(home / "channels" / ch / "inbox" / "new")) for ch in agent_home.channels(home)}
+    return {"running": bool(st.get("running")) and fresh, "pid": st.get("pid") if fresh else None,
+            "queue": queue, "last_turn": st.get("last_turn") or None,
+            "next_routines": st.get("next_routines") or {r.name: None for r in routines},
+            "routine_errors": bad, "turns": st.get("turns", 0), "updated_at": st.get("updated_at")}
+
+
+@agent_group.command("status")
+@click.argument("mountpoint", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def status(mountpoint: str, as_json: bool) -> int:
+    """Running or not, queue depth, last turn, next routine fires."""
+    s = status_of(_home(mountpoint))
+    if as_json:
+        _emit(s)
+        return 0
+    running = f"running (pid {s['pid']})" if s["running"] else "not running"
+    click.echo(f"runtime: {running}")
+    click.echo("queue: " + (", ".join(f"{k} {v}" for k, v in s["queue"].items()) or "no channels"))
+    lt = s["last_turn"]
+    if lt:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(lt.get("at", 0)))
+        click.echo(f"last turn: {when} {lt.get('channel')}/{lt.get('thread')} {lt.get('status')} "
+                   f"({lt.get('seconds')} s, {lt.get('tool_calls')} tool calls)")
+    else:
+        click.echo("last turn: none")
+    for name, nxt in sorted(s["next_routines"].items()):
+        click.echo(f"routine {name}: next fire {nxt or 'not scheduled yet'}")
+    for name, why in sorted(s["routine_errors"].items()):
+        click.echo(f"routine file {name}: not used: {why}")
+    return 0
+
+
+@click.command("chat")
+@click.argument("mountpoint", type=click.Path())
+@click.argument("message", required=False)
+@click.option("--channel", default="local", show_default=True, help="The channel to talk on.")
+@click.option("--thread", default="cli", show_default=True, help="The conversation thread.")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the reply.")
+@click.option("--json", "as_json", is_flag=True, help="Print the reply as JSON.")
+def chat(mountpoint: str, message: str | None, channel: str, thread: str, timeout: float, as_json: bool) -> int:
+    """Deliver MESSAGE to the agent and print its reply; without MESSAGE, an interactive prompt."""
+    home = _home(mountpoint)
+    if message is not None:
+        return _one(home, message, channel, thread, timeout, as_json)
+    while True:
+        try:
+            line = input("you> " if sys.stdin.isatty() else "")
+        except EOFError:
+            return 0
+        if line.strip() in ("/quit", "/exit"):
+            return 0
+        if line.strip():
+            _one(home, line, channel, thread, timeout, as_json)
+
+
+def _one(home: Path, message: str, channel: str, thread: str, timeout: float, as_json: bool) -> int:
+    try:
+        reply = agent_chat.ask(home, message, channel=channel, thread=thread, timeout=timeout)
+    except agent_chat.NoReply as e:
+        raise UserError(str(e)) from e
+    if as_json:
+        _emit(reply.__dict__)
+    else:
+        click.echo(reply.text)
+    return 0
+
+
+def seed_new_store(store: str, slots: list[tuple[str, bytes]]) -> list[str]:
+    """`clawfs mkfs --agent-home`: write the seed of `agent home init` into a new, unmounted store (the same
+    files, through the VFS: the store is not mounted yet)."""
+    from clawfs import keys
+    from clawfs.errors import FsError
+    from clawfs.store import ROOT, Store
+    from clawfs.vfs import VFS, Ctx
+
+    creds = keys.Credentials(passphrases=[s for k, s in slots if k == "passphrase"],
+                             keyfiles=[s for k, s in slots if k == "keyfile"],
+                             recovery_keys=[s for k, s in slots if k == "recovery"])
+    st = Store.open(store, creds)
+    created: list[str] = []
+    try:
+        vfs = VFS(st)
+        ctx = Ctx(uid=os.getuid(), gid=os.getgid())
+
+        def mkdirs(parts: list[str]) -> int:
+            ino = ROOT
+            for part in parts:
+                try:
+                    ino = vfs.lookup(ino, part.encode()).ino
+                except FsError:
+                    ino = vfs.mkdir(ino, part.encode(), 0o755, ctx).ino
+            return ino
+
+        for d in agent_home.DIRS:
+            mkdirs([d])
+            created.append(d + "/")
+        for box in ("inbox", "outbox"):
+            for sub in agent_home.MAILDIR_SUBDIRS:
+                mkdirs(["channels", "local", box, sub])
+        for rel, text in agent_home.SEED.items():
+            *dirs, name = rel.split("/")
+            parent = mkdirs(dirs)
+            fh, _ = vfs.create(parent, name.encode(), 0o644, os.O_RDWR, ctx)
+            try:
+                vfs.write(fh, 0, text.encode())
+            finally:
+                vfs.release(fh)
+            created.append(rel)
+    finally:
+        st.close()
+    return created
