@@ -66,7 +66,8 @@ def search_results(home: Path, query: str, k: int, prefix: str | None = None) ->
         name = name[:-1]
     if not name:
         raise ToolError("bad_arguments", "the query is empty")
-    params = f"k={min(3 * k, 1000)}"  # room for the hits of places memory search leaves out + (f"&path={urllib.parse.quote(prefix, safe='')}" if prefix else "")
+    # 3k: room for the hits in places memory search leaves out
+    params = f"k={min(3 * k, 1000)}" + (f"&path={urllib.parse.quote(prefix, safe='')}" if prefix else "")
     try:
         data = (home / ".clawfs" / "search" / name / f".results?{params}").read_bytes()
     except FileNotFoundError as e:
