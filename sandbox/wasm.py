@@ -162,6 +162,15 @@ def _alloc_failure(low: str) -> bool:
     return "unreachable" in low and any(s in low for s in ALLOC_FAILURE_FRAMES)
 
 
+def _private(directory: Path) -> bool:
+    """Owned by this user and writable by nobody else."""
+    try:
+        st = directory.stat()
+    except OSError:
+        return False
+    return st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
 def _cause(text: str) -> str:
     """wasmtime puts the reason after 'Caused by:'; the backtrace before it is noise for a one-line reason."""
     if "Caused by:" in text:
@@ -256,23 +265,36 @@ class WasmRuntime:
         return loaded
 
     def _from_disk(self, digest: str) -> wc.Component | None:
+        """The cached compilation, if the cache is ours alone and the file is intact.  Serialized components are
+        native code that wasmtime trusts as is: a file someone else could write, or a damaged one, is not used."""
         path = self._cache_path(digest)
-        if path is None or not path.exists():
+        if path is None or not _private(path.parent) or not path.exists():
             return None
         try:
-            return wc.Component.deserialize_file(self.engine, str(path))
+            data = path.read_bytes()  # read, not mmap: a file changed under a mapping would crash the process
+        except OSError:
+            return None
+        check, payload = data[:32], data[32:]
+        if blake3.blake3(payload).digest() != check:
+            path.unlink(missing_ok=True)
+            return None
+        try:
+            return wc.Component.deserialize(self.engine, payload)
         except wasmtime.WasmtimeError:
-            path.unlink(missing_ok=True)  # another engine's settings or a damaged file: compile again
+            path.unlink(missing_ok=True)  # another engine's settings: compile again
             return None
 
     def _to_disk(self, digest: str, comp: wc.Component) -> None:
         path = self._cache_path(digest)
         if path is None:
             return
-        # The cache is code we will run: only its owner may write it.
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _private(path.parent):
+            return
+        payload = comp.serialize()
         tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_bytes(comp.serialize())
+        with open(tmp, "wb", opener=lambda p, f: os.open(p, f, 0o600)) as f:
+            f.write(blake3.blake3(payload).digest() + payload)
         os.replace(tmp, path)
 
     def _wit_version(self, comp: wc.Component) -> str:
