@@ -302,3 +302,21 @@ def _headers(headers_json: str) -> dict[str, str]:
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise HttpFailure("input", "headers-json must be an object of strings")
     return value
+
+
+def check_tool(runtime: WasmRuntime, name: str, binary: bytes, capabilities_text: str | None,
+               directory: Path) -> dict[str, Any]:
+    """What `clawfs tool check` reports for a tool before it is copied in; ToolError if it cannot be used:
+    capabilities valid, a near:agent component of a version this host speaks, importing nothing else, whose
+    description() and schema() answer (schema a JSON object) within the default limits."""
+    try:
+        caps = caps_mod.parse(capabilities_text, str(directory / CAPS_NAME)) if capabilities_text is not None \
+            else Capabilities.none()
+    except caps_mod.CapabilitiesError as e:
+        raise ToolError("capabilities", str(e)) from None
+    tool = InstalledTool(name, directory, runtime.load(binary), caps, load_limits(directory / LIMITS_NAME))
+    host = ToolHost(directory, runtime=runtime, secret_names=set)
+    description, schema = host.texts(tool)
+    return {"name": name, "wit_version": tool.loaded.wit_version, "blake3": tool.loaded.blake3,
+            "description": description, "schema": schema, "capabilities": caps.summary(),
+            "has_capabilities_file": capabilities_text is not None}
