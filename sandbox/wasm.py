@@ -322,6 +322,8 @@ class WasmRuntime:
         if self.fuel:
             store.set_fuel(limits.fuel if limits.fuel is not None else 2**63 - 1)
         store.set_epoch_deadline(max(1, math.ceil(limits.timeout_s / TICK_S)))
+        # a tool-invoke runs another tool from inside this one's import: restore the outer call's host after
+        outer = getattr(_current, "calls", None)
         _current.calls = calls
         try:
             try:
@@ -330,7 +332,7 @@ class WasmRuntime:
                 raise classify(e) from None
             yield store, inst
         finally:
-            _current.calls = None
+            _current.calls = outer
 
     def _invoke(self, store: Any, inst: Any, version: str, name: str, *args: Any) -> Any:
         iface = inst.get_export_index(store, f"near:agent/tool@{version}")
