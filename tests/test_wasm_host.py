@@ -258,3 +258,32 @@ def test_ironclaw_slack_http_goes_through_the_policy(version: str, home: Path, r
     if version == "v0.4.1":
         assert e.value.detail.get("guest_kind") == "network-denied"
     assert server.seen == []
+
+
+def test_tool_invoke_by_alias_only(home: Path, runtime: wasm.WasmRuntime) -> None:
+    install(home, "echo", wat("echo"))
+    install(home, "panic", wat("panic"))
+    install(home, "inv", wat("invoke"), {"tool_invoke": {"aliases": {"e": "echo", "p": "panic", "self": "inv"}}})
+    host = host_for(home, runtime)
+    assert host.texts(host.tool("inv"))[0] == "Invokes another tool."
+    out = host.run("inv", '"e"')
+    assert out.output == '"e"' and out.logs == [("info", "after")]  # imports work after the nested call
+    with pytest.raises(ToolError, match="trap"):
+        host.run("inv", '"p"')
+    with pytest.raises(ToolError, match=r"not in this tool's tool_invoke\.aliases"):
+        host.run("inv", '"echo"')  # a real name is not an alias
+    with pytest.raises(ToolError, match="nested more than"):
+        host.run("inv", '"self"')
+
+
+def test_cache_dir_others_can_write_is_not_used(home: Path, tmp_path: Path) -> None:
+    install(home, "echo", wat("echo"))
+    cache = tmp_path / "shared-cache"
+    cache.mkdir(mode=0o777)
+    cache.chmod(0o777)
+    rt = wasm.WasmRuntime(cache)
+    try:
+        assert ToolHost(home, runtime=rt).run("echo", "{}").output == "{}"
+    finally:
+        rt.close()
+    assert list(cache.iterdir()) == []  # neither written nor, by the same check, read
