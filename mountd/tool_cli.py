@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -110,11 +111,13 @@ def run(mnt: Path, name: str, params: str, context: str | None, cache_dir: Path 
                 raise UserError(f"{label} is not JSON ({e}); quote it for the shell, e.g. --params "
                                 "'{\"text\": \"hi\"}'", exit_code=2) from None
     host = _host(mnt, cache_dir)
+    start = time.perf_counter()
     try:
         out = host.run(name, params, context)
     except ToolError as e:
         if as_json:
-            _emit({"ok": False, "output": None, "error": e.as_dict(), "ms": None})
+            ms = round((time.perf_counter() - start) * 1000, 3)
+            _emit({"ok": False, "output": None, "error": e.as_dict(), "ms": ms})
             return 1
         raise UserError(f"tool {name}: {e.kind}: {e.reason}") from None
     for level, message in out.logs:

@@ -202,6 +202,8 @@ class _Call:
 
     def __init__(self, host: ToolHost, tool: InstalledTool, depth: int) -> None:
         self.host, self.tool, self.depth = host, tool, depth
+        # wasm's epoch deadline cannot interrupt the host while it waits on the network: HTTP gets what is left
+        self.deadline = time.monotonic() + tool.limits.timeout_s
         self.logs: list[tuple[str, str]] = []
         self.dropped = 0
 
@@ -277,7 +279,10 @@ class _Call:
             log.warning("tool %s: request to %s refused by the leak detector: %s", self.tool.name,
                         url.split("?")[0], leaks.describe(bad))
             raise HttpFailure("input", "the request looks like it carries a secret; refused", "leak_blocked")
-        req = EgressRequest(method, url, headers, body, timeout_ms)
+        left_ms = int((self.deadline - time.monotonic()) * 1000)
+        if left_ms <= 0:
+            raise HttpFailure("operation-failed", "the call's wall time is used up", "timeout")
+        req = EgressRequest(method, url, headers, body, min(timeout_ms or left_ms, left_ms))
         try:
             resp = self.host.gateway.send(self.tool.identity, self.tool.capabilities.http, req)
         except EgressError as e:

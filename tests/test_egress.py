@@ -7,6 +7,7 @@ resolver, and the tests show no connection is attempted to them.
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import pytest
@@ -30,7 +31,7 @@ TOOL = ToolIdentity("t", "b3")
 
 
 def caps(port: int, **http: Any) -> capabilities.HttpCapability:
-    c = capabilities.parse(__import__("json").dumps(http_caps(port, **http))).http
+    c = capabilities.parse(json.dumps(http_caps(port, **http))).http
     assert c is not None
     return c
 
@@ -229,3 +230,16 @@ def test_redactor_encoded_forms() -> None:
     text = f"a {SECRET} b {base64.b64encode(SECRET.encode()).decode()} c {SECRET.encode().hex()}".encode()
     out, names = Redactor([("tok", SECRET)]).redact(text)
     assert SECRET.encode() not in out and names == ["tok"] and out.count(b"[REDACTED:tok]") == 3
+
+
+def test_tls_checks_the_certificate_against_the_name_not_the_address() -> None:
+    """api.other.test is allowlisted and resolves to the test server, whose certificate is for api.allowed.test
+    only: the pinned connection must fail TLS verification (the name, not the address, is verified)."""
+    with serve() as srv:
+        cfg = srv.config(resolver=StubResolver({"api.other.test": ["127.0.0.1"]}))
+        http = capabilities.parse(json.dumps(
+            {"http": {"allowlist": [{"host": "api.other.test"}]}})).http
+        with pytest.raises(EgressError, match=r"CERTIFICATE_VERIFY_FAILED|certificate") as e:
+            Egress(cfg).send(TOOL, http, EgressRequest("GET", f"https://api.other.test:{srv.port}/api/ok"))
+        assert e.value.kind == "operation-failed"
+        assert srv.seen == []

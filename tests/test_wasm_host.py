@@ -287,3 +287,12 @@ def test_cache_dir_others_can_write_is_not_used(home: Path, tmp_path: Path) -> N
     finally:
         rt.close()
     assert list(cache.iterdir()) == []  # neither written nor, by the same check, read
+
+
+def test_http_gets_only_the_calls_remaining_wall_time(home: Path, runtime: wasm.WasmRuntime, server: Server) -> None:
+    d = install(home, "http", wat("http"), http_caps(server.port))
+    (d / "limits.toml").write_text("timeout_secs = 0.5\n")
+    with pytest.raises(ToolError) as e:  # the server would answer only after 10 s
+        host_for(home, runtime, server).run("http", json.dumps(server.url("/api/slow")))
+    # the request timed out when the call's time ran out; back in wasm the epoch deadline had passed too
+    assert e.value.kind == "timeout" or "timed out" in e.value.reason

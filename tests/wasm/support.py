@@ -74,7 +74,8 @@ class Secrets:
 
 class Handler(http.server.BaseHTTPRequestHandler):
     """Paths: /ok (JSON), /echo (the request's Authorization and query echoed, raw and base64), /redirect-ok,
-    /redirect-out (to a name outside the allowlist), /big (2 MiB), /leak (a token-shaped value)."""
+    /redirect-out (to a name outside the allowlist), /big (2 MiB), /leak (a token-shaped value), /slow (waits
+    for the server's `release` event)."""
 
     seen: list[dict[str, object]]
 
@@ -96,6 +97,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._send(302, b"", {"Location": "https://elsewhere.invalid/x"})
         elif path == "/api/big":
             self._send(200, b"x" * (2 * 1024 * 1024))
+        elif path == "/api/slow":  # answers only once the test releases it (or after 10 s)
+            self.server.release.wait(10)  # type: ignore[attr-defined]
+            self._send(200, b'{"slow": true}')
         elif path == "/api/leak":
             self._send(200, b'{"token": "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"}')
         else:
@@ -136,11 +140,19 @@ class Server:
         return f"{scheme}://{ALLOWED}:{self.port}{path}"
 
 
+class QuietServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client that hung up (a refused or timed-out request) is expected here
+
+
 @contextmanager
 def serve(tls: bool = True) -> Iterator[Server]:
     """A threaded HTTP(S) server on 127.0.0.1 with a certificate for api.allowed.test from a throwaway CA."""
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd = QuietServer(("127.0.0.1", 0), Handler)
     httpd.seen = []  # type: ignore[attr-defined]
+    httpd.release = threading.Event()  # type: ignore[attr-defined]
     ca = None
     if tls:
         ca = trustme.CA()
@@ -152,6 +164,7 @@ def serve(tls: bool = True) -> Iterator[Server]:
     try:
         yield Server(httpd.server_address[1], httpd.seen, ca)  # type: ignore[attr-defined]
     finally:
+        httpd.release.set()  # type: ignore[attr-defined]
         httpd.shutdown()
         httpd.server_close()
         thread.join()
