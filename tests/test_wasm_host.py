@@ -5,11 +5,24 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from wasm.support import ALLOWED, IRONCLAW_SKIP, IRONCLAW_TOOLS, Server, http_caps, install, install_file, serve, wat
+from wasm.support import (
+    ALLOWED,
+    IRONCLAW_SKIP,
+    IRONCLAW_TOOLS,
+    Secrets,
+    Server,
+    StubResolver,
+    http_caps,
+    install,
+    install_file,
+    serve,
+    wat,
+)
 
 from sandbox import wasm
 from sandbox.egress import Egress
@@ -296,3 +309,41 @@ def test_http_gets_only_the_calls_remaining_wall_time(home: Path, runtime: wasm.
         host_for(home, runtime, server).run("http", json.dumps(server.url("/api/slow")))
     # the request timed out when the call's time ran out; back in wasm the epoch deadline had passed too
     assert e.value.kind == "timeout" or "timed out" in e.value.reason
+
+
+SLACK_TOKEN = "xoxp-test-token-value-123456"
+
+
+@pytest.fixture
+def fake_slack() -> Iterator[Server]:
+    """A local HTTPS server standing in for slack.com on port 443 of a loopback address of its own (IronClaw's tool
+    dials https://slack.com/api/...; stub DNS sends that name here, nothing leaves the machine)."""
+    if os.geteuid() != 0:
+        pytest.skip("binding port 443 (the port IronClaw's Slack tool dials) on a loopback address needs root")
+    address = f"127.{os.getpid() % 250 + 1}.{os.getpid() // 250 % 250 + 1}.9"
+    try:
+        with serve(names=("slack.com",), address=(address, 443)) as srv:
+            yield srv
+    except OSError as e:
+        pytest.skip(f"cannot listen on {address}:443 ({e.strerror})")
+
+
+@pytest.mark.skipif(not IRONCLAW, reason=IRONCLAW_SKIP)
+@pytest.mark.parametrize("version", ["v0.3.0", "v0.4.1"])
+def test_ironclaw_slack_end_to_end(version: str, home: Path, runtime: wasm.WasmRuntime, fake_slack: Server) -> None:
+    """IronClaw's own Slack tool, unchanged, searches messages: its request passes the allowlist, the token is
+    injected at the boundary (the tool only learns that the secret exists), and the answer comes back as output."""
+    install_file(home, "slack", IRONCLAW_TOOLS / version / "slack" / "slack_user_tool.wasm")
+    caps = {"http": {"allowlist": [{"host": "slack.com", "path_prefix": "/api/", "methods": ["GET", "POST"]}],
+                     "credentials": {"t": {"secret_name": "slack_user_token", "location": {"type": "bearer"},
+                                           "host_patterns": ["slack.com"]}}}}
+    (home / "tools" / "slack" / "capabilities.json").write_text(json.dumps(caps))
+    secrets = Secrets({"slack_user_token": SLACK_TOKEN})
+    cfg = fake_slack.config(resolver=StubResolver({"slack.com": [fake_slack.address]}), credentials=secrets)
+    host = ToolHost(home, runtime=runtime, gateway=Egress(cfg))
+    out = host.run("slack", '{"query": "deadline"}', '{"capability_id": "slack.search_messages"}')
+    assert "deadline is friday" in out.output and SLACK_TOKEN not in out.output
+    first = fake_slack.seen[0]
+    assert str(first["path"]).startswith("/api/search.messages?query=deadline")
+    assert first["headers"]["Authorization"] == f"Bearer {SLACK_TOKEN}"  # type: ignore[index]
+    assert ("slack", "slack_user_token") in secrets.asked

@@ -100,6 +100,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif path == "/api/slow":  # answers only once the test releases it (or after 10 s)
             self.server.release.wait(10)  # type: ignore[attr-defined]
             self._send(200, b'{"slow": true}')
+        elif path == "/api/search.messages":  # Slack's answer, for IronClaw's own Slack tool
+            self._send(200, json.dumps({"ok": True, "messages": {"total": 1, "matches": [
+                {"text": "deadline is friday", "user": "U1", "ts": "1.0", "channel": {"id": "C1", "name": "general"},
+                 "permalink": "https://example.test/p"}]}}).encode())
         elif path == "/api/leak":
             self._send(200, b'{"token": "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"}')
         else:
@@ -122,6 +126,7 @@ class Server:
     port: int
     seen: list[dict[str, object]]
     ca: trustme.CA | None
+    address: str = "127.0.0.1"
 
     def config(self, **kw: object) -> EgressConfig:
         """An egress config that reaches this server as https://api.allowed.test:<port>/ (stub DNS, loopback
@@ -148,21 +153,22 @@ class QuietServer(http.server.ThreadingHTTPServer):
 
 
 @contextmanager
-def serve(tls: bool = True) -> Iterator[Server]:
-    """A threaded HTTP(S) server on 127.0.0.1 with a certificate for api.allowed.test from a throwaway CA."""
-    httpd = QuietServer(("127.0.0.1", 0), Handler)
+def serve(tls: bool = True, names: tuple[str, ...] = (ALLOWED,), address: tuple[str, int] = ("127.0.0.1", 0)
+          ) -> Iterator[Server]:
+    """A threaded HTTP(S) server on `address` (loopback) with a certificate for `names` from a throwaway CA."""
+    httpd = QuietServer(address, Handler)
     httpd.seen = []  # type: ignore[attr-defined]
     httpd.release = threading.Event()  # type: ignore[attr-defined]
     ca = None
     if tls:
         ca = trustme.CA()
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ca.issue_cert(ALLOWED).configure_cert(ctx)
+        ca.issue_cert(*names).configure_cert(ctx)
         httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
-        yield Server(httpd.server_address[1], httpd.seen, ca)  # type: ignore[attr-defined]
+        yield Server(httpd.server_address[1], httpd.seen, ca, httpd.server_address[0])  # type: ignore[attr-defined]
     finally:
         httpd.release.set()  # type: ignore[attr-defined]
         httpd.shutdown()
