@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import logging
 import math
 import os
 import threading
@@ -26,6 +27,8 @@ import wasmtime
 from wasmtime import component as wc
 
 from .errors import ToolError
+
+log = logging.getLogger(__name__)
 
 WASMTIME_VERSION = importlib.metadata.version("wasmtime")
 WIT_VERSIONS = ("0.3.0", "0.4.1")
@@ -344,6 +347,11 @@ class WasmRuntime:
             func.post_return(store)
         except wasmtime.WasmtimeError as e:
             raise classify(e) from None
+        except ToolError:
+            raise
+        except Exception as e:  # a host import's own bug: wasmtime-py re-raises it after the guest trapped
+            log.exception("a host import failed during %s", name)
+            raise ToolError("trap", f"the host failed while serving the tool ({type(e).__name__})") from None
         return result
 
     def call_text(self, loaded: Loaded, name: str, limits: Limits, calls: HostCalls) -> str:

@@ -243,3 +243,11 @@ def test_tls_checks_the_certificate_against_the_name_not_the_address() -> None:
             Egress(cfg).send(TOOL, http, EgressRequest("GET", f"https://api.other.test:{srv.port}/api/ok"))
         assert e.value.kind == "operation-failed"
         assert srv.seen == []
+
+
+@pytest.mark.parametrize("before", [b"", b"a", b"ab", b"Bearer "])
+@pytest.mark.parametrize("encode", [base64.b64encode, base64.urlsafe_b64encode])
+def test_redactor_finds_base64_at_any_alignment(before: bytes, encode: Any) -> None:
+    text = encode(before + SECRET.encode() + b"/tail")
+    out, names = Redactor([("tok", SECRET)]).redact(b"x " + text + b" y")
+    assert names == ["tok"] and b"[REDACTED:tok]" in out

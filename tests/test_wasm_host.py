@@ -3,6 +3,7 @@ prebuilt tools (../shared/ironclaw-tools), limits, capabilities, the leak detect
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -347,3 +348,45 @@ def test_ironclaw_slack_end_to_end(version: str, home: Path, runtime: wasm.WasmR
     assert str(first["path"]).startswith("/api/search.messages?query=deadline")
     assert first["headers"]["Authorization"] == f"Bearer {SLACK_TOKEN}"  # type: ignore[index]
     assert ("slack", "slack_user_token") in secrets.asked
+
+
+def test_injected_credential_echoed_back_reaches_the_tool_redacted(home: Path, runtime: wasm.WasmRuntime,
+                                                                    server: Server) -> None:
+    """The server echoes the Authorization it received (raw and base64): the tool prints what it got, and what it
+    got had the injected value replaced before it entered the sandbox."""
+    secret = "injected-secret-value-0123456789"
+    install(home, "http", wat("http"), http_caps(server.port, credentials={
+        "k": {"secret_name": "tok", "location": {"type": "bearer"}, "host_patterns": [ALLOWED]}}))
+    host = ToolHost(home, runtime=runtime, gateway=Egress(server.config(credentials=Secrets({"tok": secret}))))
+    out = host.run("http", json.dumps(server.url("/api/echo")))
+    assert server.seen[-1]["headers"]["Authorization"] == f"Bearer {secret}"  # type: ignore[index]
+    assert secret not in out.output and "[REDACTED:tok]" in out.output
+    b64 = json.loads(out.output)["b64"]  # base64 of "Bearer <secret>/api/echo": the value sits mid-group
+    assert "[REDACTED:tok]" in b64 and b64 != base64.b64encode(f"Bearer {secret}/api/echo".encode()).decode()
+
+
+class BrokenImports:
+    def log(self, level: str, message: str) -> None:
+        raise KeyError("a bug in the host")
+
+    def now_millis(self) -> int:
+        return 0
+
+    def workspace_read(self, path: str) -> str | None:
+        return None
+
+    def http_request(self, *a: object) -> wasm.HttpResult:
+        raise RuntimeError
+
+    def tool_invoke(self, alias: str, params_json: str) -> tuple[bool, str]:
+        return False, ""
+
+    def secret_exists(self, name: str) -> bool:
+        return False
+
+
+def test_a_host_import_bug_is_a_tool_error(runtime: wasm.WasmRuntime) -> None:
+    loaded = runtime.load(wat("leak"))  # calls log first
+    with pytest.raises(ToolError, match="host failed") as e:
+        runtime.execute(loaded, "{}", None, wasm.Limits(), BrokenImports())
+    assert e.value.kind == "trap"
