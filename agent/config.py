@@ -50,7 +50,7 @@ class AgentSettings:
     max_tool_output_bytes: int = 50_000
     compaction_ratio: float = 0.8
     memory_hits: int = 5
-    heartbeat_minutes: float = 30
+    heartbeat_minutes: float = 30.0
     heartbeat_channel: str = "local"
     poll_seconds: float = 0.25
     parallel_turns: int = 4
@@ -62,7 +62,7 @@ class LLMSettings:
     model: str = "gpt-4o-mini"
     api_key_secret: str | None = None
     context_tokens: int = 128_000
-    timeout_seconds: float = 120
+    timeout_seconds: float = 120.0
     retries: int = 3
     backoff_seconds: float = 1.0
 
