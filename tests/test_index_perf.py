@@ -13,11 +13,12 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
+from waiting import wait_for
 
 from clawfs.db.index_tables import IndexTables
 from clawfs.index import chunker, embedder, engine
@@ -184,11 +185,7 @@ def test_files_commit_as_their_batches_finish_and_an_interruption_keeps_them(sto
 
 
 # -- the indexer thread -----------------------------------------------------------------------------------------
-def wait_for(condition: Callable[[], bool], what: str, limit: float = 60.0) -> None:
-    end = time.monotonic() + limit
-    while not condition():
-        assert time.monotonic() < end, f"{what}: not after {limit} s"
-        time.sleep(0.02)
+WAIT = 60.0  # only bounds how long a failure takes to show
 
 
 def test_indexer_thread_sees_late_commits_and_skips_only_the_bad_file(
@@ -212,12 +209,25 @@ def test_indexer_thread_sees_late_commits_and_skips_only_the_bad_file(
             return real(s, c, ino, queued_ns)
 
         monkeypatch.setattr(engine, "_read_and_chunk", failing)
+        # Each pass of the indexer ends by choosing how long to wait: record whether a notify was still
+        # unanswered then (its wake flag set), to know when it has looked at the queue after the last one.
+        answered: list[bool] = []
+        next_wait = indexer._next_wait
+
+        def recording_next_wait(oldest_ns: int | None, stalled: bool) -> float:
+            answered.append(not indexer._wake.is_set())
+            return next_wait(oldest_ns, stalled)
+
+        monkeypatch.setattr(indexer, "_next_wait", recording_next_wait)
         for i in range(5):
             write(vfs, f"ok{i}.md", paragraph(31 + i) + "\n")
-        time.sleep(0.3)  # longer than the debounce: the queue must still be seen when this commit lands
+        seen = len(answered)
+        # The indexer looks at the queue while these writes are not committed yet: it must still see them
+        # when this commit lands.
+        wait_for(lambda: any(answered[seen:]), timeout=WAIT, what="the indexer to look at the queue after the writes")
         vfs.commit_pending()
         tables = IndexTables(store.db)
-        wait_for(lambda: tables.counts()["pending"] == 0, "the queue drained")
+        wait_for(lambda: tables.counts()["pending"] == 0, timeout=WAIT, what="the queue to drain")
         counts = tables.counts()
         assert counts["files"] == 5 and counts["chunks"] == 5, counts
         assert indexer.errors == 1
@@ -253,7 +263,7 @@ def test_a_model_that_cannot_load_leaves_the_queue_for_the_next_mount(tmp_path: 
         for i in range(3):
             write(vfs, f"n{i}.md", paragraph(50 + i) + "\n")
         indexer.start()
-        wait_for(lambda: not indexer._thread.is_alive(), "the indexer gave up")
+        wait_for(lambda: not indexer._thread.is_alive(), timeout=WAIT, what="the indexer to give up")
         indexer.stop()
         assert IndexTables(store.db).counts()["pending"] == 3 and indexer.errors == 0
         assert not broken.batches
@@ -281,14 +291,49 @@ def test_torch_threads_leave_the_cores_other_processes_use(monkeypatch: pytest.M
         assert embedder.torch_threads() == threads, others
 
 
+def _busy_seconds() -> float:
+    """The machine's busy CPU seconds since boot, read here independently of the code under test."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in f.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _look() -> tuple[float, float, float]:
+    """(monotonic time, machine busy seconds, this process's CPU seconds)."""
+    t = os.times()
+    return time.monotonic(), _busy_seconds(), t.user + t.system
+
+
+def _spin(cpu_seconds: float) -> None:
+    end = time.process_time() + cpu_seconds
+    while time.process_time() < end:
+        pass
+
+
 def test_other_load_sees_another_busy_process() -> None:
-    """The real /proc/stat reading: a child spinning for a second shows up as (most of) a core taken."""
-    load = embedder._OtherLoad()
+    """The real /proc/stat reading: a child spinning for a CPU-second shows up as (most of) a core taken, and
+    this process spinning meanwhile does not.  Other processes on a shared machine alone could make that first
+    figure, so the reading is also held, in CPU-seconds, between what /proc/stat and os.times() give over the
+    same interval read from just outside and just inside its two looks: at least the machine's busy time less
+    all of this process's (so the child's second is in it, whatever else runs), at most the machine's busy
+    time less this process's (so none of ours is).  Unrelated load moves both bounds alike."""
+    load = type(embedder._OTHERS)()
+    outer = _look()
     load.cores()  # the first look only sets the baseline
-    spin = "import time\nend = time.time() + 1.2\nwhile time.time() < end: pass"
-    child = subprocess.Popen([sys.executable, "-c", spin])
+    inner = _look()
+    child = subprocess.Popen([sys.executable, "-c", "import time\nwhile time.process_time() < 1.0: pass"])
     try:
-        time.sleep(1.0)
-        assert load.cores() >= 0.5, "a busy child process was not counted as load"
+        _spin(0.5)
     finally:
-        child.wait()
+        child.wait()  # reaped before the second look: a child's time must not pass for this process's own
+    inner_end = _look()
+    cores = load.cores()
+    outer_end = _look()
+    assert cores >= 0.5, "a busy child process was not counted as load"
+    tick = 2.0 / os.sysconf("SC_CLK_TCK")  # /proc/stat and os.times() count whole ticks
+    least = (inner_end[1] - inner[1]) - (outer_end[2] - outer[2])
+    most = (outer_end[1] - outer[1]) - (inner_end[2] - inner[2])
+    assert cores * (outer_end[0] - outer[0]) >= least - tick, (
+        f"the child's CPU time is missing: {cores:.3f} cores, the machine's busy time less ours is {least:.3f} s")
+    assert cores * (inner_end[0] - inner[0]) <= most + tick, (
+        f"this process's own CPU time was counted: {cores:.3f} cores, at most {most:.3f} s are others'")

@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import psycopg
 import pytest
 from faults import assert_user_error, clawfs
 from helpers import CLAWFS, StoreFixture, make_store, store_bytes
+from waiting import wait_for
 
 from clawfs.keys import Credentials
 from clawfs.store import Store
@@ -182,9 +182,8 @@ def test_migrated_home_is_searchable_by_meaning(server: idb.PgServer, tmp_path: 
     store = make_store(tmp_path)
     migrate(db, store)
     mnt = mounted_after(store, index=True)
-    deadline = time.monotonic() + 300
-    while json.loads((mnt / ".clawfs" / "status").read_text())["pending"] and time.monotonic() < deadline:
-        time.sleep(0.5)
+    wait_for(lambda: json.loads((mnt / ".clawfs" / "status").read_text()), until=lambda st: not st["pending"],
+             timeout=300, interval=0.5, what="the migrated home to be indexed")
     proc = clawfs("search", "when do I have to hand in the funding proposal", "--mount", str(mnt), "--json")
     assert proc.returncode == 0, proc.stderr
     hits = json.loads(proc.stdout)["hits"]

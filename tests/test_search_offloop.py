@@ -78,9 +78,8 @@ def test_other_requests_run_while_a_search_waits(ops: Any) -> None:
                 result["entry"] = await adapter.lookup(search_dir, b"what did I write", None)
 
             nursery.start_soon(look_up_query)
-            with trio.fail_after(WAIT):
-                while not search.started.is_set():  # the search is now running, and blocked
-                    await trio.sleep(0.01)
+            # the search is now running, and blocked (waited for in a thread: the loop stays free)
+            assert await trio.to_thread.run_sync(search.started.wait, WAIT), "the search never started"
             # Meanwhile, ordinary requests are answered: the search holds no request slot of theirs.
             notes = await adapter.lookup(ROOT, b"notes.md", None)
             served.append("lookup")

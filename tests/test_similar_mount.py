@@ -14,7 +14,6 @@ import errno
 import json
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 from faults import safe_unmount
 from helpers import StoreFixture, is_mounted, make_store, run
+from waiting import wait_for
 
 pytestmark = [pytest.mark.fuse, pytest.mark.slow]
 
@@ -78,10 +78,9 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[StoreFixtur
         for path, text in NOTES.items():
             (mnt / path).parent.mkdir(parents=True, exist_ok=True)
             (mnt / path).write_text(text)
-        deadline = time.monotonic() + INDEX_TIMEOUT
-        while (st := status(mnt))["pending"] or st["files"] != len(NOTES):
-            assert time.monotonic() < deadline, f"index not caught up: {st}\n{store.log_text()[-3000:]}"
-            time.sleep(0.1)
+        wait_for(lambda: status(mnt), until=lambda st: not st["pending"] and st["files"] == len(NOTES),
+                 timeout=INDEX_TIMEOUT, interval=0.1, what="the index to catch up",
+                 detail=lambda: store.log_text()[-3000:])
         yield store, mnt
     finally:
         safe_unmount(store, mnt)
