@@ -9,6 +9,7 @@ docs/ARCHITECTURE.md, "Tool host").  mountd/cli.py registers the group; this mod
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -23,6 +24,9 @@ from clawfs.errors import UserError
 if TYPE_CHECKING:
     from sandbox.toolhost import ToolHost
     from sandbox.wasm import WasmRuntime
+
+
+log = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
@@ -115,13 +119,14 @@ def run(mnt: Path, name: str, params: str, context: str | None, cache_dir: Path 
     try:
         out = host.run(name, params, context)
     except ToolError as e:
+        _log_lines(name, e.logs)
         if as_json:
             ms = round((time.perf_counter() - start) * 1000, 3)
-            _emit({"ok": False, "output": None, "error": e.as_dict(), "ms": ms})
+            _emit({"ok": False, "output": None, "error": e.as_dict(), "ms": ms,
+                   "logs": [{"level": lv, "message": m} for lv, m in e.logs]})
             return 1
         raise UserError(f"tool {name}: {e.kind}: {e.reason}") from None
-    for level, message in out.logs:
-        click.echo(f"{name}: {level}: {message}", err=True)
+    _log_lines(name, out.logs)
     if as_json:
         try:
             output: Any = json.loads(out.output)
@@ -132,6 +137,11 @@ def run(mnt: Path, name: str, params: str, context: str | None, cache_dir: Path 
     else:
         click.echo(out.output)
     return 0
+
+
+def _log_lines(name: str, lines: list[tuple[str, str]]) -> None:
+    for level, message in lines:  # shown with `clawfs -v`; in --json output always
+        log.info("tool %s: %s: %s", name, level, message)
 
 
 def _check(path: Path, cache_dir: Path | None, name: str | None = None) -> tuple[Any, dict[str, Any]]:

@@ -349,7 +349,11 @@ class Egress:
     def __init__(self, config: EgressConfig | None = None) -> None:
         self.config = config or EgressConfig()
         self.rates = RateLimiter()
-        self._client = httpx.Client(verify=self.config.verify, follow_redirects=False, trust_env=False)
+        # No keep-alive: connections are keyed by the pinned address, so a kept connection could carry a request
+        # for another name (with a certificate checked for the first) to the same address.  No proxy from the
+        # environment either: the request must leave from here, to the checked address.
+        self._client = httpx.Client(verify=self.config.verify, follow_redirects=False, trust_env=False,
+                                    limits=httpx.Limits(max_keepalive_connections=0))
 
     def close(self) -> None:
         self._client.close()

@@ -25,6 +25,7 @@ class ToolError(Exception):
         self.kind = kind
         self.reason = reason
         self.detail = {k: v for k, v in detail.items() if v}  # e.g. a 0.4.1 guest failure's kind and code
+        self.logs: list[tuple[str, str]] = []  # the tool's log lines up to the failure (leak-checked)
 
     def as_dict(self) -> dict[str, str]:
         return {"kind": self.kind, "reason": self.reason, **self.detail}

@@ -181,11 +181,15 @@ class ToolHost:
         start = time.perf_counter()
         try:
             result, fuel = self.runtime.execute(tool.loaded, params, context, tool.limits, calls)
-        finally:
-            ms = (time.perf_counter() - start) * 1000
+        except ToolError as e:
+            e.logs = calls.checked_logs()
+            raise
+        ms = (time.perf_counter() - start) * 1000
         logs = calls.checked_logs()
         if result.output is None:
-            raise _guest_error(tool, result)
+            err = _guest_error(tool, result)
+            err.logs = logs
+            raise err
         output = result.output
         if len(output) > MAX_OUTPUT_CHARS:
             output = output[:MAX_OUTPUT_CHARS] + f"\n[output truncated at {MAX_OUTPUT_CHARS} characters]"

@@ -36,6 +36,11 @@ def test_run_json_ok_and_errors(home: Path, env: dict[str, str]) -> None:
         assert proc.returncode == 1 and "Traceback" not in proc.stderr
         out = json.loads(proc.stdout)
         assert out["ok"] is False and out["error"]["kind"] == kind and out["error"]["reason"]
+    install(home, "http", wat("http"))  # no capabilities: refused, and its log line is kept with the error
+    out = json.loads(clawfs("tool", "run", str(home), "http", "--params", '"https://a.test/x"', "--json",
+                            env_extra=env).stdout)
+    assert out["error"]["kind"] == "tool" and "no HTTP capability" in out["error"]["reason"]
+    assert out["logs"] == [{"level": "info", "message": "fetching"}]
     proc = clawfs("tool", "run", str(home), "echo", "--params", "[1]", env_extra=env)
     assert proc.returncode == 0 and proc.stdout.strip() == "[1]"
     assert_user_error(clawfs("tool", "run", str(home), "panic", env_extra=env), contains="trap")
