@@ -1,0 +1,1 @@
+UPDATE conversations SET source_channel = channel WHERE source_channel IS NULL;

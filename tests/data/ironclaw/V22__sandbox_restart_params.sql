@@ -1,0 +1,1 @@
+ALTER TABLE agent_jobs ADD COLUMN restart_params TEXT;

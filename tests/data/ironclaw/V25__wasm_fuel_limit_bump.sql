@@ -1,0 +1,1 @@
+DELETE FROM settings WHERE key = 'wasm.default_fuel_limit' AND CAST(value AS BIGINT) <= 10000000;

@@ -1,0 +1,1 @@
+CREATE TABLE IF NOT EXISTS root_filesystem_index_specs (prefix TEXT NOT NULL, name TEXT NOT NULL, keys JSONB NOT NULL, kind TEXT NOT NULL, PRIMARY KEY (prefix, name));

@@ -1,0 +1,1 @@
+CREATE TABLE IF NOT EXISTS root_filesystem_sequences (path TEXT PRIMARY KEY CHECK (path LIKE '/%'), next_seq BIGINT NOT NULL CHECK (next_seq > 0), updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW());

@@ -1,0 +1,1 @@
+ALTER TABLE root_filesystem_ordered_index_rows ALTER COLUMN path TYPE TEXT COLLATE "C";
