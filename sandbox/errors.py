@@ -27,5 +27,8 @@ class ToolError(Exception):
         self.detail = {k: v for k, v in detail.items() if v}  # e.g. a 0.4.1 guest failure's kind and code
         self.logs: list[tuple[str, str]] = []  # the tool's log lines up to the failure (leak-checked)
 
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.reason}"
+
     def as_dict(self) -> dict[str, str]:
         return {"kind": self.kind, "reason": self.reason, **self.detail}

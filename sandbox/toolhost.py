@@ -183,6 +183,11 @@ class ToolHost:
             result, fuel = self.runtime.execute(tool.loaded, params, context, tool.limits, calls)
         except ToolError as e:
             e.logs = calls.checked_logs()
+            if e.kind == "trap":  # a panic message is the guest's own text: it passes the detector like output
+                try:
+                    e.reason = check_output(e.reason, "panic message", name)
+                except ToolError:
+                    e.reason = "the tool trapped (its panic message was withheld by the leak detector)"
             raise
         ms = (time.perf_counter() - start) * 1000
         logs = calls.checked_logs()

@@ -16,6 +16,8 @@ import importlib.metadata
 import logging
 import math
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,7 +37,9 @@ WIT_VERSIONS = ("0.3.0", "0.4.1")
 WASI_ALLOWED = ("wasi:io/", "wasi:cli/", "wasi:random/", "wasi:clocks/")
 MALFORMED = ("utf-8", "utf8", "invalid discriminant", "invalid enum", "string content out-of-bounds",
              "list content out-of-bounds", "pointer not aligned")
-ALLOC_FAILURE_FRAMES = ("alloc_error", "handle_alloc_error", "__rdl_oom", "rust_oom", "memory allocation of")
+ALLOC_FAILURE_FRAMES = ("alloc_error", "handle_alloc_error", "__rdl_oom", "rust_oom")
+MAX_STDERR_BYTES = 4096  # of a guest's stderr kept to explain its trap
+MAX_PANIC_CHARS = 500
 TICK_S = 0.05  # epoch tick: the wall-time limit is enforced to within one tick
 MIB = 1024 * 1024
 DEFAULT_MEMORY = 10 * MIB
@@ -143,10 +147,11 @@ def _host_funcs(version: str) -> dict[str, Callable[..., Any]]:
     }
 
 
-def classify(err: Exception) -> ToolError:
-    """One typed error for whatever wasmtime raised, read from its cause (the text after 'Caused by:')."""
+def classify(err: Exception, stderr: str = "") -> ToolError:
+    """One typed error for whatever wasmtime raised, read from its cause (the text after 'Caused by:') and what
+    the guest wrote to stderr before it died (a Rust guest's panic message, or its allocation failure)."""
     text = str(err)
-    cause, low = _cause(text), text.lower()
+    cause, low = _cause(text), text.lower() + "\n" + stderr.lower()
     if "fuel" in cause.lower():
         return ToolError("fuel", "the tool ran out of fuel (its CPU budget)")
     if cause.lower().endswith("interrupt"):
@@ -155,14 +160,28 @@ def classify(err: Exception) -> ToolError:
         return ToolError("memory", "the tool ran out of memory (its limit refused to grow it)")
     if any(m in low for m in MALFORMED):
         return ToolError("malformed", f"the tool returned a value that is not valid for its interface: {cause}")
+    panic = _panic_message(stderr)
+    if panic:
+        return ToolError("trap", f"the tool panicked: {panic}")
     return ToolError("trap", f"the tool trapped: {cause}")
+
+
+def _panic_message(stderr: str) -> str:
+    """Rust's panic report: "thread '…' panicked at FILE:LINE:COL:" then the message (older: on one line)."""
+    lines = stderr.replace("\0", "").splitlines()
+    for i, line in enumerate(lines):
+        if "panicked at" in line:
+            where = line.split("panicked at", 1)[1].strip().rstrip(":")
+            message = lines[i + 1].strip() if i + 1 < len(lines) and line.rstrip().endswith(":") else ""
+            return (f"{message} (at {where})" if message else where)[:MAX_PANIC_CHARS]
+    return ""
 
 
 def _alloc_failure(low: str) -> bool:
     """A trap in the guest's allocation-failure path.  memory.grow past the store's limit returns -1 (no trap:
     wasmtime's C API has no trap-on-grow-failure), and a Rust guest then aborts in handle_alloc_error; its frames
     name that path when the binary keeps its names.  A stripped binary's memory exhaustion reads as a trap."""
-    return "unreachable" in low and any(s in low for s in ALLOC_FAILURE_FRAMES)
+    return "memory allocation of" in low or ("unreachable" in low and any(s in low for s in ALLOC_FAILURE_FRAMES))
 
 
 def _private(directory: Path) -> bool:
@@ -223,10 +242,24 @@ class WasmRuntime:
         self._memory: dict[str, Loaded] = {}
         self._lock = threading.Lock()
         self._linkers = {v: self._linker(v) for v in WIT_VERSIONS}
+        # guests' stderr goes to a file per thread here (files: wasmtime-py's custom stdout callbacks were seen to
+        # crash at interpreter exit); read only to explain a trap
+        self._scratch = tempfile.mkdtemp(prefix="clawfs-wasm-")
         self._ticker = _Ticker(self.engine)
 
     def close(self) -> None:
         self._ticker.stop()
+        shutil.rmtree(self._scratch, ignore_errors=True)
+
+    def _stderr_path(self) -> str:
+        return os.path.join(self._scratch, f"stderr-{threading.get_ident()}")
+
+    def _stderr(self) -> str:
+        try:
+            with open(self._stderr_path(), "rb") as f:
+                return f.read(MAX_STDERR_BYTES).decode("utf-8", "replace")
+        except OSError:
+            return ""
 
     def _linker(self, version: str) -> wc.Linker:
         linker = wc.Linker(self.engine)
@@ -310,6 +343,11 @@ class WasmRuntime:
         if version not in WIT_VERSIONS:
             raise ToolError("invalid", f"near:agent@{version} is not a WIT version this host speaks "
                             f"({', '.join(WIT_VERSIONS)})")
+        tool_iface = ty.exports(self.engine)[exports[0]].ty
+        names = set(tool_iface.exports(self.engine)) if isinstance(tool_iface, wc.ComponentInstanceType) else set()
+        missing = [f for f in ("execute", "schema", "description") if f not in names]
+        if missing:
+            raise ToolError("invalid", f"the component's near:agent/tool does not export {', '.join(missing)}")
         foreign = [n for n in imports if n != f"near:agent/host@{version}" and not n.startswith(WASI_ALLOWED)]
         if foreign:
             raise ToolError("invalid", f"the component imports {foreign[0]}, which a tool host does not provide")
@@ -321,7 +359,9 @@ class WasmRuntime:
     def _instance(self, loaded: Loaded, limits: Limits, calls: HostCalls) -> Iterator[tuple[Any, Any]]:
         store = wasmtime.Store(self.engine)
         store.set_limits(memory_size=limits.memory_bytes)
-        store.set_wasi(wasmtime.WasiConfig())
+        wasi = wasmtime.WasiConfig()
+        wasi.stderr_file = self._stderr_path()  # created empty for each call
+        store.set_wasi(wasi)
         if self.fuel:
             store.set_fuel(limits.fuel if limits.fuel is not None else 2**63 - 1)
         store.set_epoch_deadline(max(1, math.ceil(limits.timeout_s / TICK_S)))
@@ -332,21 +372,22 @@ class WasmRuntime:
             try:
                 inst = self._linkers[loaded.wit_version].instantiate(store, loaded.component)
             except wasmtime.WasmtimeError as e:
-                raise classify(e) from None
+                raise classify(e, self._stderr()) from None
             yield store, inst
         finally:
             _current.calls = outer
 
     def _invoke(self, store: Any, inst: Any, version: str, name: str, *args: Any) -> Any:
         iface = inst.get_export_index(store, f"near:agent/tool@{version}")
-        func = inst.get_func(store, inst.get_export_index(store, name, iface))
+        index = inst.get_export_index(store, name, iface) if iface is not None else None
+        func = inst.get_func(store, index) if index is not None else None
         if func is None:
             raise ToolError("invalid", f"the component does not export {name}")
         try:
             result = func(store, *args)
             func.post_return(store)
         except wasmtime.WasmtimeError as e:
-            raise classify(e) from None
+            raise classify(e, self._stderr()) from None
         except ToolError:
             raise
         except Exception as e:  # a host import's own bug: wasmtime-py re-raises it after the guest trapped

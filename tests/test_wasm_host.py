@@ -390,3 +390,26 @@ def test_a_host_import_bug_is_a_tool_error(runtime: wasm.WasmRuntime) -> None:
     with pytest.raises(ToolError, match="host failed") as e:
         runtime.execute(loaded, "{}", None, wasm.Limits(), BrokenImports())
     assert e.value.kind == "trap"
+
+
+def test_panic_message_and_allocation_failure_from_stderr(home: Path, runtime: wasm.WasmRuntime) -> None:
+    install(home, "pm", wat("panic_message"))
+    install(home, "oom", wat("oom_message"))
+    host = host_for(home, runtime)
+    with pytest.raises(ToolError) as e:
+        host.run("pm", "{}")
+    assert e.value.kind == "trap" and e.value.reason == "the tool panicked: the tool hit a bug (at src/lib.rs:42:5)"
+    with pytest.raises(ToolError) as e:
+        host.run("oom", "{}")
+    assert e.value.kind == "memory"
+    install(home, "panic", wat("panic"))
+    with pytest.raises(ToolError) as e:  # each call's stderr starts empty: no earlier panic message shows here
+        host.run("panic", "{}")
+    assert e.value.reason == "the tool trapped: wasm trap: wasm `unreachable` instruction executed"
+
+
+def test_a_component_without_the_whole_tool_interface_is_refused(home: Path, runtime: wasm.WasmRuntime) -> None:
+    install(home, "noschema", wat("echo").replace('(export "schema" (func $schema))', ""))
+    with pytest.raises(ToolError, match="does not export schema") as e:
+        host_for(home, runtime).tool("noschema")
+    assert e.value.kind == "invalid"
