@@ -1,20 +1,20 @@
-"""What every benchmark's JSON records about the machine and the code it measured (imported by the scripts
-beside it, which Python runs with this directory first on sys.path)."""
+"""What every benchmark's JSON records about the machine (kernel/sysinfo.py's facts) and about the code it
+measured (the git commit, and whether the measured code differs from it)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import platform
 import subprocess
 from pathlib import Path
 from typing import Any
+
+from kernel import sysinfo
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def out(cmd: list[str]) -> str:
-    """A command's stdout, stripped; "?" when it cannot run."""
+    """A command's stdout, stripped; "?" when it cannot run (a tool's version, the work directory's device)."""
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
@@ -22,18 +22,13 @@ def out(cmd: list[str]) -> str:
 
 
 def machine_info(**extra: Any) -> dict[str, Any]:
-    """Date, host, CPU, memory, kernel, Python, the git commit (and whether the code measured differs from it),
-    the load average at the end, and `extra`."""
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "?")
+    """Date, host, CPU, memory, kernel, platform, Python, the git commit (and whether the code measured differs
+    from it), the load average at the end, and `extra`."""
     return {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "hostname": platform.node(),
-        "nproc": os.cpu_count(), "cpu": cpu,
-        "memory": Path("/proc/meminfo").read_text().split("\n", 1)[0].split(":")[1].strip(),
-        "kernel": platform.release(), "python": platform.python_version(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **sysinfo.machine_facts(),
         "clawfs_git": out(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
         "clawfs_git_dirty": bool(out(["git", "-C", str(REPO), "status", "--porcelain", "--", "clawfs", "mountd",
                                       "kernel"])),
-        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        "loadavg_at_end": sysinfo.load_average(),
         **extra,
     }

@@ -17,8 +17,8 @@ One run, side by side, for each size:
 
 Output: OUT/migrate.json, OUT/migrate.png (throughput and peak memory per size), and a table on stderr.
 
-    .venv/bin/python bench/migrate.py --sizes 2000 --out bench/results      # quick
-    .venv/bin/python bench/migrate.py                                      # 10k, 30k, 100k (a few minutes)
+    .venv/bin/python -m bench.migrate --sizes 2000 --out bench/results      # quick (from the repository root)
+    .venv/bin/python -m bench.migrate                                      # 10k, 30k, 100k (a few minutes)
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -34,10 +33,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
+from bench import machine
+from kernel import sysinfo
+from tests import ironclaw_db as idb
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-import ironclaw_db as idb  # noqa: E402
-import psycopg  # noqa: E402
 
 CLAWFS = str(Path(sys.executable).with_name("clawfs"))
 
@@ -52,15 +54,10 @@ def run_measured(args: list[str]) -> tuple[float, dict[str, int], subprocess.Com
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         child = subprocess.Popen(args, stdout=out, stderr=err, text=True)
         while child.poll() is None:
-            try:
-                with open(f"/proc/{child.pid}/status") as f:
-                    for line in f:
-                        key, _, value = line.partition(":")
-                        if key in peak:
-                            peak[key] = max(peak[key], int(value.split()[0]))
-            except (FileNotFoundError, ProcessLookupError):
-                pass
-            time.sleep(0.05)
+            now = sysinfo.process_memory_kib(child.pid)
+            for key in peak:
+                peak[key] = max(peak[key], now.get(key, 0))
+            time.sleep(0.05)  # the sampling interval, not a wait for work
         wall = time.perf_counter() - t0
         out.seek(0)
         err.seek(0)
@@ -152,8 +149,7 @@ def main() -> None:
                       f"rerun {r['rerun_wall_s']} s", file=sys.stderr)
     finally:
         server.stop()
-    result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                          "loadavg_at_end": os.getloadavg()},
+    result = {"machine": machine.machine_info(),
               "target": {"docs_per_s": 2000, "memory": "flat from 10k to 100k"}, "runs": rows,
               "met": {"throughput": all(r["migrate_docs_per_s_end_to_end"] >= 2000 for r in rows),
                       # SQLite's page cache (64 MiB, fixed) fills during the first tens of thousands of documents;

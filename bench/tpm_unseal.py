@@ -13,8 +13,8 @@ Output: ``OUT/tpm_unseal.json`` (median, p95, min in milliseconds) and the same 
 much slower than the simulator (primary key creation alone takes tens to hundreds of ms on hardware); measure
 one with ``--tcti device:/dev/tpmrm0``.
 
-    .venv/bin/python bench/tpm_unseal.py
-    .venv/bin/python bench/tpm_unseal.py --repeat 200 --out /tmp/results
+    .venv/bin/python -m bench.tpm_unseal              # from the repository root
+    .venv/bin/python -m bench.tpm_unseal --repeat 200 --out /tmp/results
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import secrets
 import statistics
 import subprocess
@@ -35,12 +34,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench import machine
+from kernel import tpm
+from tests.swtpm import have_swtpm, running_swtpm
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
-
-from swtpm import have_swtpm, running_swtpm  # noqa: E402
-
-from kernel import tpm  # noqa: E402
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "pcr7": {"pcrs": [7], "pin": None},
@@ -120,8 +118,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         "median_ms": head["median_ms"], "p95_ms": head["p95_ms"], "min_ms": head["min_ms"], "n": head["n"],
         "variants": variants,
         "tpm2_pytss_first_import_ms": first_import_ms(),
-        "machine": {"hostname": platform.node(), "kernel": platform.release(), "nproc": os.cpu_count(),
-                    "python": platform.python_version(), **versions()},
+        "machine": machine.machine_info(**versions()),
     }
 
 

@@ -76,6 +76,26 @@ def memory_total() -> str:
         return "?"
 
 
+def parse_status_kib(text: str) -> dict[str, int]:
+    """The memory figures (kB) of a /proc/PID/status text: VmRSS, VmHWM, RssAnon, RssFile, RssShmem..."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        fields = value.split()
+        if sep and len(fields) == 2 and fields[1] == "kB" and fields[0].isdigit():
+            out[key] = int(fields[0])
+    return out
+
+
+def process_memory_kib(pid: int) -> dict[str, int]:
+    """Process `pid`'s memory figures in KiB (RssAnon: its own memory; RssFile: file pages it maps, e.g. a
+    store read through mmap, which is the page cache); {} once the process has gone."""
+    try:
+        return parse_status_kib((PROC / str(pid) / "status").read_text())
+    except (FileNotFoundError, ProcessLookupError):
+        return {}
+
+
 # ---- CPU time: the machine's and this process's --------------------------------------------------------------
 
 

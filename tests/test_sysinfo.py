@@ -33,6 +33,13 @@ def test_meminfo_total():
     assert sysinfo.parse_meminfo_total("MemFree: 1 kB\n") == "?"
 
 
+def test_status_memory_figures():
+    text = "Name:\tpython3\nVmRSS:\t   20480 kB\nRssAnon:\t   12288 kB\nRssFile:\t    8192 kB\nThreads:\t4\n"
+    assert sysinfo.parse_status_kib(text) == {"VmRSS": 20480, "RssAnon": 12288, "RssFile": 8192}
+    own = sysinfo.process_memory_kib(os.getpid())
+    assert own["RssAnon"] > 0 and own["VmRSS"] >= own["RssAnon"]
+
+
 def test_stat_busy_counts_user_nice_system_irq_softirq_steal():
     # user 100 + nice 20 + system 30 + irq 5 + softirq 6 + steal 7; idle 1000 and iowait 50 excluded
     assert sysinfo.parse_stat_busy(STAT, 100) == pytest.approx(1.68)
