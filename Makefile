@@ -48,7 +48,7 @@ lint: setup
 	$(VENV)/bin/mypy
 
 bench: setup
-	$(PY) bench/fs_throughput.py --out bench/results
+	$(PY) -m bench.fs_throughput --out bench/results
 
 clean:
 	rm -rf $(VENV) build *.egg-info

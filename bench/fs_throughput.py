@@ -25,8 +25,8 @@ whether each target is met: throughput ratio >= 1.0, small-file time ratio <= 2.
 (unless ``--json-only``), and a table on the terminal.  Needs root (to drop caches), FUSE, gocryptfs and
 clawfs.
 
-    .venv/bin/python bench/fs_throughput.py --quick
-    .venv/bin/python bench/fs_throughput.py --block-sizes 16384,65536,262144
+    .venv/bin/python -m bench.fs_throughput --quick
+    .venv/bin/python -m bench.fs_throughput --block-sizes 16384,65536,262144
 """
 
 from __future__ import annotations
@@ -51,10 +51,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import machine
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from bench import machine
 
 REPO = Path(__file__).resolve().parent.parent
 MIB, KIB, MB = 1024 * 1024, 1024, 1_000_000

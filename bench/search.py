@@ -44,10 +44,10 @@ use less than 0.15 of a core, and the JSON records the cores they used during ea
 Output: `OUT/search.json` (machine, configuration, every figure, targets met or not) and a table on the
 terminal.  Needs root (page-cache drop, FUSE), the venv with torch, sentence-transformers and the model.
 
-    .venv/bin/python bench/search.py --quick      # ~10k chunks, ~2 minutes
-    .venv/bin/python bench/search.py              # ~100k chunks, ~10 minutes
-    .venv/bin/python bench/search.py --keep --work-dir W    # and keep the stores, then time one part again:
-    .venv/bin/python bench/search.py --only search --big W/search-*/big.claw
+    .venv/bin/python -m bench.search --quick      # ~10k chunks, ~2 minutes
+    .venv/bin/python -m bench.search              # ~100k chunks, ~10 minutes
+    .venv/bin/python -m bench.search --keep --work-dir W    # and keep the stores, then time one part again:
+    .venv/bin/python -m bench.search --only search --big W/search-*/big.claw
 """
 
 from __future__ import annotations
@@ -56,7 +56,6 @@ import argparse
 import concurrent.futures
 import contextlib
 import cProfile
-import gzip
 import io
 import json
 import os
@@ -75,21 +74,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import machine
 import numpy as np
 import numpy.typing as npt
 from rich.console import Console
 from rich.table import Table
 
+from bench import machine
 from clawfs.db.index_tables import IndexTables
 from clawfs.index import chunker, engine
 from clawfs.index.embedder import MINILM_NAME, Embedder, MiniLMEmbedder, get_embedder, torch_threads
 from clawfs.index.engine import IndexCore
 from clawfs.index.indexer import GROUP_FILES
+from clawfs.index.tuning import corpus as tuning_corpus
 from clawfs.index.vectors import VectorIndex
 from clawfs.keys import Credentials
 from clawfs.store import ROOT, Store
 from clawfs.vfs import VFS, Ctx
+from kernel import sysinfo
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -137,22 +138,9 @@ def timer(into: dict[str, float], key: str) -> Iterator[None]:
 
 
 # -- other load on the machine ---------------------------------------------------------------------------------
-def machine_busy_s() -> float:
-    """CPU seconds all CPUs have been busy since boot (user, nice, system, irq, softirq, steal)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields[:3]) + sum(fields[5:8])) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_s() -> float:
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
 def foreign_cores(interval: float = 1.0) -> float:
-    """Cores kept busy by other processes (not this one) over `interval` seconds."""
-    busy, own = machine_busy_s(), own_cpu_s()
-    time.sleep(interval)
-    return round(max(0.0, machine_busy_s() - busy - (own_cpu_s() - own)) / interval, 2)
+    """Cores kept busy by other processes (not this one nor its waited children) over `interval` seconds."""
+    return round(sysinfo.other_cores_over(interval, children=True), 2)
 
 
 def wait_idle(max_wait: float, threshold: float = 0.15) -> float:
@@ -172,101 +160,17 @@ def wait_idle(max_wait: float, threshold: float = 0.15) -> float:
 def load_during(into: dict[str, Any]) -> Iterator[None]:
     """Record the cores used by processes other than this one (and its waited children) during the block.
     ClawFS mount daemons count as "other" here: they are not children of the benchmark once detached."""
-    t0, busy, own = time.perf_counter(), machine_busy_s(), own_cpu_s()
-    into["loadavg_before"] = [round(x, 2) for x in os.getloadavg()]
+    before = sysinfo.sample_cpu(children=True)
+    into["loadavg_before"] = sysinfo.load_average()
     yield
-    wall = time.perf_counter() - t0
-    into["wall_s"] = round(wall, 1)
-    into["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-    into["other_processes_cores"] = round(max(0.0, machine_busy_s() - busy - (own_cpu_s() - own)) / wall, 2)
+    after = sysinfo.sample_cpu(children=True)
+    into["wall_s"] = round(after.at - before.at, 1)
+    into["loadavg_after"] = sysinfo.load_average()
+    into["other_processes_cores"] = round(sysinfo.other_cores(before, after), 2)
 
 
 # -- corpus: real paragraphs from /usr/share/doc and the man pages -------------------------------------------
-TEXT_SUFFIXES = {".txt", ".md", ".rst", ".gz", ""}
-_TROFF_FONT = re.compile(r"\\f(\[[^\]]*\]|\(..|.)")
-_TROFF_STRING = re.compile(r"\\\*(\[[^\]]*\]|\(..|.)|\\s[+-]?\d+|\\[ck&%|^]|\\n(\(..|.)")
-_TROFF_CHARS = {"aq": "'", "lq": '"', "rq": '"', "oq": "'", "cq": "'", "em": "-", "en": "-", "hy": "-",
-                "bu": "*", "co": "(c)", "dq": '"', "ti": "~", "ha": "^", "rs": "\\", "pc": "."}
-_TROFF_CHAR = re.compile(r"\\\((..)|\\\[([^\]]*)\]")
-_PARA_BREAK = {"PP", "P", "LP", "TP", "IP", "HP", "sp", "br", "SH", "SS", "RS", "RE", "EX", "EE", "nf", "fi",
-               "TH", "in", "ti", "Sh", "Ss", "Pp", "Bl", "El", "It", "Bd", "Ed"}
-_FONT_MACROS = {"B", "I", "BR", "RB", "IR", "RI", "BI", "IB", "SM", "SB"}
-_SPACES = re.compile(r"[ \t]+")
-
-
-def read_text(path: Path) -> str | None:
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path) as f:
-                return f.read(4 << 20).decode("utf-8")
-        return path.read_bytes()[: 4 << 20].decode("utf-8")
-    except (OSError, UnicodeDecodeError, EOFError, gzip.BadGzipFile):
-        return None
-
-
-def troff_inline(s: str) -> str:
-    s = _TROFF_FONT.sub("", s)
-    s = _TROFF_STRING.sub("", s)
-    s = _TROFF_CHAR.sub(lambda m: _TROFF_CHARS.get(m.group(1) or m.group(2), ""), s)
-    s = s.replace("\\-", "-").replace("\\e", "\\").replace("\\ ", " ").replace("\\(", "(")
-    return s.replace('\\"', "").replace("\\", "")
-
-
-def troff_paragraphs(src: str) -> list[str]:
-    """Running text of a man page's troff source, one string per paragraph (macros dropped, fonts stripped)."""
-    paras: list[str] = []
-    cur: list[str] = []
-    for line in src.splitlines():
-        if line.startswith((".\\\"", "'\\\"", '.\\"')):
-            continue
-        if line.startswith((".", "'")):
-            macro, _, args = line[1:].partition(" ")
-            if macro in _PARA_BREAK and cur:
-                paras.append(" ".join(cur))
-                cur = []
-            if macro in _FONT_MACROS and args:
-                cur.append(troff_inline(args.replace('"', "")))
-            continue
-        if line.strip():
-            cur.append(troff_inline(line))
-    if cur:
-        paras.append(" ".join(cur))
-    return [_SPACES.sub(" ", p).strip() for p in paras]
-
-
-def good_paragraph(p: str) -> bool:
-    """Prose, not code, tables or boilerplate fragments: 150-2000 characters, mostly letters, 25+ words."""
-    if not 150 <= len(p) <= 2000 or len(p.split()) < 25:
-        return False
-    visible = sum(not c.isspace() for c in p)
-    return sum(c.isalpha() for c in p) >= 0.7 * visible
-
-
-def source_files(rng: random.Random) -> list[Path]:
-    docs = [p for p in Path("/usr/share/doc").rglob("*")
-            if p.suffix in TEXT_SUFFIXES and not p.name.endswith(".html.gz") and p.is_file()]
-    files = docs + man_pages(("man1", "man5", "man7", "man8"))
-    rng.shuffle(files)
-    return files
-
-
-def man_pages(sections: Sequence[str]) -> list[Path]:
-    """Man pages of these sections; of the ~16,000 generated `gcloud_*` reference pages only every 30th, so that
-    one tool does not make up most of the corpus."""
-    pages = sorted(p for s in sections for p in Path("/usr/share/man", s).glob("*.gz"))
-    gcloud = [p for p in pages if p.name.startswith("gcloud")]
-    return [p for p in pages if not p.name.startswith("gcloud")] + gcloud[::30]
-
-
-def paragraphs_of(path: Path) -> list[str]:
-    text = read_text(path)
-    if text is None:
-        return []
-    if "/man/" in str(path):
-        return troff_paragraphs(text)
-    return [p.strip() for p in re.split(r"\n[ \t]*\n", text)]
-
-
+# One copy of the extraction for the tuner and this bench: clawfs.index.tuning.corpus (files, troff, filters).
 @dataclass
 class Corpus:
     """Real paragraphs in source order, each with the name of its source file."""
@@ -279,13 +183,15 @@ class Corpus:
 
 
 def load_corpus(chars: int, rng: random.Random) -> Corpus:
-    """At least `chars` characters of distinct good paragraphs (or all there are)."""
+    """At least `chars` characters of distinct long prose paragraphs (or all there are), files in random order."""
     corpus, seen = Corpus(), set()
-    for path in source_files(rng):
+    files = tuning_corpus.corpus_files()
+    rng.shuffle(files)
+    for path in files:
         name = path.name.removesuffix(".gz")
-        for p in paragraphs_of(path):
+        for p in tuning_corpus.paragraphs_of(path):
             key = " ".join(p.split()).lower()
-            if good_paragraph(p) and key not in seen:
+            if tuning_corpus.good_paragraph(p, tuning_corpus.LONG_PROSE) and key not in seen:
                 seen.add(key)
                 corpus.paras.append((name, p))
                 corpus.chars += len(p)
@@ -408,13 +314,13 @@ lock a file against concurrent access
 
 def whatis_lines(rng: random.Random, limit: int) -> list[str]:
     """One-line descriptions of man pages ("list directory contents"), as further natural-language queries."""
-    pages = man_pages(["man1"])
+    pages = tuning_corpus.man_pages(["man1"])
     rng.shuffle(pages)
     out: list[str] = []
     for page in pages:
-        text = read_text(page) or ""
+        text = tuning_corpus.read_text(page) or ""
         m = re.search(r"^\.SH\s+\"?NAME\"?\s*\n(?:\.[^\n]*\n)*([^\n]*?)\s\\-\s+([^\n]+)", text, re.MULTILINE)
-        desc = troff_inline(m.group(2)).strip().rstrip(".") if m else ""
+        desc = tuning_corpus.troff_inline(m.group(2)).strip().rstrip(".") if m else ""
         if 3 <= len(desc.split()) <= 10 and desc.lower() not in out:
             out.append(desc.lower())
         if len(out) >= limit:

@@ -10,6 +10,7 @@ import os
 import random
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 # ---- debian-docs: a real corpus every Debian machine has offline -------------------------------------------
@@ -35,7 +36,13 @@ def corpus_files(doc_root: Path = DOC_ROOT, man_root: Path = MAN_ROOT) -> list[P
     """Plain-text docs and English man pages, sorted (symlinks not followed, generated families capped)."""
     docs = sorted(Path(d) / f for d, _, files in os.walk(doc_root) for f in files
                   if _DOC_NAME.search(f.removesuffix(".gz")) and not (Path(d) / f).is_symlink())
-    pages = sorted(p for p in man_root.glob("man[0-9]*/*.gz") if not p.is_symlink())
+    return docs + man_pages(man_root=man_root)
+
+
+def man_pages(sections: Sequence[str] = ("man[0-9]*",), man_root: Path = MAN_ROOT) -> list[Path]:
+    """The English man pages of these sections (glob patterns), sorted, symlinks not followed, at most
+    MAN_FAMILY_CAP pages of one generated family (evenly spread over it)."""
+    pages = sorted(p for s in sections for p in man_root.glob(f"{s}/*.gz") if not p.is_symlink())
     families: dict[str, list[Path]] = {}
     for p in pages:
         families.setdefault(p.name.split("_")[0] if "_" in p.name else p.name, []).append(p)
@@ -43,7 +50,7 @@ def corpus_files(doc_root: Path = DOC_ROOT, man_root: Path = MAN_ROOT) -> list[P
     for members in families.values():
         step = max(1, -(-len(members) // MAN_FAMILY_CAP))
         kept += members[::step]
-    return docs + sorted(kept)
+    return sorted(kept)
 
 
 def corpus_fingerprint(files: Sequence[Path], seed: int) -> str:
@@ -103,12 +110,29 @@ def troff_paragraphs(src: str) -> list[str]:
     return paras
 
 
-def good_paragraph(p: str) -> bool:
-    """Text worth embedding: 10+ words, 60+ characters, mostly letters (not tables, code or rulers)."""
-    if len(p) < 60 or len(p.split()) < 10:
+@dataclass(frozen=True)
+class Prose:
+    """Which paragraphs count as text: at least `min_chars` characters and `min_words` words, at most
+    `max_chars` (after paragraphs_of's cut at 2000), and letters at least `letters` of the visible characters."""
+
+    min_chars: int = 60
+    min_words: int = 10
+    letters: float = 0.65
+    max_chars: int = 2000
+
+
+EMBEDDABLE = Prose()
+"""What the tuner embeds: anything worth embedding (not tables, code or rulers)."""
+LONG_PROSE = Prose(min_chars=150, min_words=25, letters=0.7)
+"""What bench/search.py builds its files from: longer running prose, no boilerplate fragments."""
+
+
+def good_paragraph(p: str, prose: Prose = EMBEDDABLE) -> bool:
+    """Is `p` text worth using (see Prose)?"""
+    if not prose.min_chars <= len(p) <= prose.max_chars or len(p.split()) < prose.min_words:
         return False
     visible = sum(not c.isspace() for c in p)
-    return sum(c.isalpha() for c in p) >= 0.65 * visible
+    return sum(c.isalpha() for c in p) >= prose.letters * visible
 
 
 def paragraphs_of(path: Path) -> list[str]:
