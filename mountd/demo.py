@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 
 SAMPLE = Path(__file__).with_name("demo_home")
 CLAWFS = str(Path(sys.executable).with_name("clawfs"))
+LLM_SERVER = Path(__file__).parent.parent / "tests" / "llm_server.py"  # the scripted stand-in LLM
 
 
 def sh(*args: str, check: bool = True, show: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -39,6 +41,38 @@ def wait_for_index(mnt: Path, timeout: float = 120.0) -> None:
             return
         time.sleep(0.5)
     raise SystemExit("demo: the index did not catch up in time; see the mount log")
+
+
+def chat_with_agent(mnt: Path, root: Path) -> None:
+    """The agent runtime on the mounted home, talking to the scripted stand-in LLM (no model is reachable
+    offline), and `clawfs chat` delivering messages into its Maildir inbox."""
+    print("\n# the agent lives in the home: `clawfs agent init` adds what is missing (never overwrites)")
+    sh(CLAWFS, "agent", "init", str(mnt), show="clawfs agent init demo/mnt")
+    print("\n# NOTE: no LLM is reachable offline, so this demo runs a SCRIPTED STAND-IN for an OpenAI-compatible "
+          "server\n# (tests/llm_server.py: fixed rules, no model). Point settings/llm.toml at OpenAI, vLLM, "
+          "llama.cpp or Ollama for a real one.")
+    server = subprocess.Popen([sys.executable, str(LLM_SERVER)], stdout=subprocess.PIPE, text=True)
+    agent = None
+    try:
+        assert server.stdout is not None
+        base_url = server.stdout.readline().strip()
+        (mnt / "settings" / "llm.toml").write_text(f'[llm]\nbase_url = "{base_url}"\nmodel = "scripted-stand-in"\n')
+        sh("cat", str(mnt / "settings" / "llm.toml"), show="cat demo/mnt/settings/llm.toml")
+        print("\n# clawfs agent run demo/mnt   (in the background; its log goes to demo/agent.log)")
+        with open(root / "agent.log", "wb") as log:
+            agent = subprocess.Popen([CLAWFS, "agent", "run", str(mnt)], stdout=log, stderr=log)
+        for message in ("when is the analytical engine grant due?", "remember that Ada prefers tea to coffee"):
+            sh(CLAWFS, "chat", str(mnt), message, "--timeout", "120",
+               show=f"clawfs chat demo/mnt {shlex.quote(message)}")
+        sh("tail", "-n", "2", str(mnt / "MEMORY.md"), show="tail -n 2 demo/mnt/MEMORY.md")
+        sh("ls", str(mnt / "channels" / "local" / "outbox" / "cur"), show="ls demo/mnt/channels/local/outbox/cur")
+        sh(CLAWFS, "agent", "status", str(mnt), show="clawfs agent status demo/mnt")
+    finally:
+        if agent is not None:
+            agent.send_signal(signal.SIGTERM)  # finishes the current turn, exits 0
+            agent.wait(timeout=60)
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def main() -> None:
@@ -78,6 +112,7 @@ def main() -> None:
            show="echo sk-demo-not-a-real-key > demo/mnt/secrets/openai_api_key")
         sh("ls", "-l", str(mnt / "secrets"), show="ls -l demo/mnt/secrets")
         sh("cat", str(mnt / "secrets" / "openai_api_key"), check=False, show="cat demo/mnt/secrets/openai_api_key")
+        chat_with_agent(mnt, root)
         print("\n# on disk there is only ciphertext: the same grep finds nothing in the store file")
         sh("grep", "-c", "deadline", str(store), str(store) + "-wal", check=False,
            show="grep -c deadline demo/agent.claw demo/agent.claw-wal")
