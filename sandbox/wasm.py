@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,6 +246,8 @@ class WasmRuntime:
         # guests' stderr goes to a file per thread here (files: wasmtime-py's custom stdout callbacks were seen to
         # crash at interpreter exit); read only to explain a trap
         self._scratch = tempfile.mkdtemp(prefix="clawfs-wasm-")
+        # removed at close(), or when the runtime is collected / the interpreter exits (the CLI never closes it)
+        weakref.finalize(self, shutil.rmtree, self._scratch, True)
         self._ticker = _Ticker(self.engine)
 
     def close(self) -> None:
