@@ -52,10 +52,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from bench import machine
+from mountd.ui import Progress
 
 REPO = Path(__file__).resolve().parent.parent
 MIB, KIB, MB = 1024 * 1024, 1024, 1_000_000
@@ -348,16 +348,18 @@ def check_tree(root: Path, tree: Tree) -> None:
 class Reporter:
     """Progress on stderr: one bar over all measurements, a log line per result."""
 
+    TASK = "measurements"
+
     def __init__(self, progress: Progress, total: int) -> None:
         self.progress = progress
-        self.task = progress.add_task("starting", total=total)
+        progress.start(self.TASK, total, "starting")
 
     def start(self, what: str) -> None:
-        self.progress.update(self.task, description=what)
+        self.progress.advance(self.TASK, 0, description=what)
 
     def done(self, what: str, seconds: float, extra: str = "") -> None:
-        self.progress.console.log(f"{what}: {seconds:.3f} s{extra}")
-        self.progress.advance(self.task)
+        self.progress.log(f"{time.strftime('%H:%M:%S')} {what}: {seconds:.3f} s{extra}")
+        self.progress.advance(self.TASK)
 
 
 def run_streaming(t: Target, buf: bytes, rep: Reporter, *, flip: bool) -> Run:
@@ -625,8 +627,7 @@ def measure(a: argparse.Namespace, work: Path) -> dict[str, list[dict[str, Any]]
     runs: dict[str, list[dict[str, Any]]] = {}
     steps_per_target = len(STREAM_WORKLOADS) + len(SMALL_WORKLOADS)
     total = a.repeat * (2 + len(a.block_sizes) + a.with_index) * steps_per_target
-    columns = (TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
+    with Progress(transient=True) as progress:
         rep = Reporter(progress, total)
         for rep_no in range(a.repeat):
             for t in make_targets(work, a.block_sizes, rep_no, a.with_index):
