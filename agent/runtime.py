@@ -190,9 +190,8 @@ class Runtime:
         outbox = channel_boxes(self.home, channel)["outbox"]
         msg = maildir.make_message(body, sender=AGENT_FROM, thread=inbound.thread, in_reply_to=inbound.msgid,
                                    extra={"To": inbound.sender or "user", "Subject": "Re: " + inbound.thread})
-        name = maildir.reply_name(inbound.msgid)
-        if not maildir.reply_exists(outbox, inbound.msgid):
-            maildir.deliver(outbox, msg.as_bytes(), name)
+        # the fixed name makes a second write of the same reply replace the first: answered at most once
+        maildir.deliver(outbox, msg.as_bytes(), maildir.reply_name(inbound.msgid))
         return str(msg["Message-ID"])
 
     def _fail(self, channel: str, inbound: maildir.Inbound, reply: str, reason: str,

@@ -124,6 +124,7 @@ class ScriptedLLM:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are two writes: no delayed-ACK stall between
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

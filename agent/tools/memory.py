@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import threading
+import time
 import urllib.parse
 from collections.abc import Iterable
 from pathlib import Path
@@ -59,13 +61,43 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+SEARCH_CACHE_SECONDS = 2.0
+_cache: dict[tuple[str, str, str | None], tuple[float, int, list[dict[str, Any]]]] = {}
+_cache_lock = threading.Lock()
+
+
+def forget_searches() -> None:
+    """Drop cached search answers (after a memory write: the next search must see it once indexed)."""
+    with _cache_lock:
+        _cache.clear()
+
+
 def search_results(home: Path, query: str, k: int, prefix: str | None = None) -> list[dict[str, Any]]:
-    """The mount's own hybrid search: `.clawfs/search/<query>/.results?k=N[&path=P]`."""
+    """The mount's own hybrid search: `.clawfs/search/<query>/.results?k=N[&path=P]`.
+
+    An answer is reused for SEARCH_CACHE_SECONDS: a turn searches the message for its context and the model
+    often searches the same words again.  The index itself lags writes by about as much (it embeds in the
+    background), so the cache hides nothing a search could have found; memory_write clears it."""
     name = " ".join(query.replace("/", " ").split())
     while len(name.encode()) > 250:
         name = name[:-1]
     if not name:
         raise ToolError("bad_arguments", "the query is empty")
+    key = (str(home), name, prefix)
+    now = time.monotonic()
+    with _cache_lock:
+        hit = _cache.get(key)
+    if hit is not None and now - hit[0] < SEARCH_CACHE_SECONDS and hit[1] >= k:
+        return hit[2][:k]
+    hits = _search(home, name, k, prefix)
+    with _cache_lock:
+        if len(_cache) > 256:
+            _cache.clear()
+        _cache[key] = (now, k, hits)
+    return hits
+
+
+def _search(home: Path, name: str, k: int, prefix: str | None) -> list[dict[str, Any]]:
     # 3k: room for the hits in places memory search leaves out
     params = f"k={min(3 * k, 1000)}" + (f"&path={urllib.parse.quote(prefix, safe='')}" if prefix else "")
     try:
@@ -174,6 +206,7 @@ class MemoryWrite:
     def call(self, args: dict[str, Any]) -> str:
         rel = self.target(str(args.get("target", "daily_log")))
         path = self.home / rel
+        forget_searches()
         content: str = args["content"]
         if "old_string" in args:
             return self._patch(rel, path, args)
