@@ -279,7 +279,10 @@ class Runtime:
     def _post(self, channel: str, body: str, thread: str, kind: str, extra: dict[str, str]) -> str:
         msg = maildir.make_message(body, sender=f"{kind}@clawfs.local", thread=thread,
                                    extra={maildir.KIND_HEADER: kind, **extra})
-        maildir.deliver(channel_boxes(self.home, channel)["inbox"], msg.as_bytes())
+        inbox = channel_boxes(self.home, channel)["inbox"]
+        if not (inbox / "new").is_dir():
+            make_channel(self.home, channel)  # e.g. a migrated routine's notify_channel without a Maildir yet
+        maildir.deliver(inbox, msg.as_bytes())
         return str(msg["Message-ID"])
 
     # -- status -----------------------------------------------------------------------------------------------
