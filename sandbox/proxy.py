@@ -1,0 +1,325 @@
+"""The egress proxy: an HTTP forward proxy (and CONNECT to port 443) that serves the jail's proxy socket from
+outside the jail, with every decision taken by sandbox/egress.py (allowlist, address checks and pinning,
+credential injection, response redaction) and sandbox/leaks.py (what may leave).
+
+Who is calling: each listening socket is served for one `ProxyClient` (a tool's name and capability); the jail's
+socket lives in that jail's network namespace, so a connection accepted on it comes from that jail and nothing
+a runtime sends (a header, a user name) can change whose list applies.
+
+Requests:
+- `CONNECT host:443`: the host must be in the caller's allowlist (checked before any DNS lookup); every
+  resolved address must be public (else refused); the connection goes to the first, pinned; bytes are tunnelled
+  untouched (no credential can be injected into a tunnel: a tool that needs one asks for http://, below).
+- `METHOD http://host/path`: allowlist by host, path prefix and method, then sent by Egress upstream over
+  **https** (the jail speaks plain HTTP to the proxy, which sits outside it: no per-store CA is needed for the
+  proxy to inject credentials and redact responses). The request URL, headers and body pass the leak detector
+  and an exact match of the store's secret values first.
+- The LLM endpoint of settings/llm.toml (scheme, host and port) is allowed as is, even on loopback or a private
+  address: that host and port only.
+Every request, allowed or refused with its reason, is one JSON line of the audit log."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import select
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO
+
+from . import leaks
+from .capabilities import Endpoint, HttpCapability
+from .egress import Egress, EgressConfig, EgressError, EgressRequest, ToolIdentity, check_address, host_matches
+
+MAX_HEAD = 64 << 10
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+              "transfer-encoding", "upgrade", "proxy-connection", "content-length", "host"}
+IDLE_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class ProxyClient:
+    """What one proxy socket's caller may reach."""
+    tool: ToolIdentity
+    http: HttpCapability | None
+
+
+@dataclass(frozen=True)
+class LlmEndpoint:
+    scheme: str
+    host: str
+    port: int
+
+    @classmethod
+    def from_url(cls, url: str) -> LlmEndpoint:
+        p = urllib.parse.urlsplit(url)
+        return cls(p.scheme, (p.hostname or "").lower(), p.port or (443 if p.scheme == "https" else 80))
+
+
+class Audit:
+    """JSON lines, one per request; thread-safe."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+        self.counts = {"allowed": 0, "refused": 0}
+
+    def log(self, **entry: object) -> None:
+        entry["ts"] = round(time.time(), 3)
+        with self._lock:
+            self.counts["allowed" if entry.get("allowed") else "refused"] += 1
+            self._stream.write(json.dumps(entry, sort_keys=True) + "\n")
+            self._stream.flush()
+
+
+class Refused(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+@dataclass
+class _Head:
+    method: str
+    target: str
+    headers: dict[str, str]
+    rest: bytes
+
+
+def _read_head(conn: socket.socket) -> _Head | None:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk:
+            return None
+        data += chunk
+        if len(data) > MAX_HEAD:
+            raise Refused(431, "request head too large")
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3:
+        raise Refused(400, "malformed request line")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise Refused(400, "malformed header")
+        headers[name.strip()] = value.strip()
+    return _Head(parts[0].upper(), parts[1], headers, rest)
+
+
+def _header(headers: dict[str, str], name: str) -> str | None:
+    return next((v for k, v in headers.items() if k.lower() == name), None)
+
+
+def _read_body(conn: socket.socket, head: _Head, limit: int) -> bytes | None:
+    if _header(head.headers, "transfer-encoding"):
+        raise Refused(411, "chunked request bodies are not supported: send Content-Length")
+    length = int(_header(head.headers, "content-length") or 0)
+    if length > limit:
+        raise Refused(413, f"request body over {limit} bytes")
+    body = head.rest
+    while len(body) < length:
+        chunk = conn.recv(min(65536, length - len(body)))
+        if not chunk:
+            raise Refused(400, "request body cut short")
+        body += chunk
+    return body[:length] if length else None
+
+
+def _reply(conn: socket.socket, status: int, reason: str, headers: dict[str, str] | None = None,
+           body: bytes = b"") -> None:
+    lines = [f"HTTP/1.1 {status} {reason}"]
+    for k, v in (headers or {}).items():
+        if k.lower() not in HOP_BY_HOP:
+            lines.append(f"{k}: {v}")
+    lines += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
+    conn.sendall("\r\n".join(lines).encode("latin-1") + body)
+
+
+@dataclass
+class EgressProxy:
+    egress: Egress
+    audit: Audit
+    llm: LlmEndpoint | None = None
+    secret_values: Callable[[], list[str]] = field(default=list)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _llm_egress: Egress | None = None
+
+    def serve(self, listener: socket.socket, client: ProxyClient) -> threading.Thread:
+        """Serve one proxy socket (one jail, one tool) in a thread of its own until close()."""
+        listener.settimeout(0.2)
+        t = threading.Thread(target=self._accept_loop, args=(listener, client), daemon=True, name="egress-proxy")
+        t.start()
+        self._threads.append(t)
+        return t
+
+    def close(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5)
+        if self._llm_egress:
+            self._llm_egress.close()
+
+    def _accept_loop(self, listener: socket.socket, client: ProxyClient) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn, client), daemon=True).start()
+
+    def _handle(self, conn: socket.socket, client: ProxyClient) -> None:
+        conn.settimeout(IDLE_SECONDS)
+        entry: dict[str, object] = {"tool": client.tool.name}
+        try:
+            head = _read_head(conn)
+            if head is None:
+                return
+            entry.update(method=head.method, target=self._safe(head.target))
+            if head.method == "CONNECT":
+                self._connect(conn, client, head, entry)
+            else:
+                self._forward(conn, client, head, entry)
+        except Refused as r:
+            self.audit.log(**entry, allowed=False, status=r.status, reason=r.reason)
+            with contextlib.suppress(OSError):
+                _reply(conn, r.status, "Refused", {"Content-Type": "text/plain"},
+                       f"clawfs proxy: {r.reason}\n".encode())
+        except OSError as e:
+            self.audit.log(**entry, allowed=False, status=502, reason=f"connection: {e}")
+        finally:
+            conn.close()
+
+    # -- CONNECT ---------------------------------------------------------------------------------------------------
+
+    def _is_llm(self, scheme: str | None, host: str, port: int) -> bool:
+        return (self.llm is not None and host.lower() == self.llm.host and port == self.llm.port
+                and (scheme is None or scheme == self.llm.scheme))
+
+    def _connect(self, conn: socket.socket, client: ProxyClient, head: _Head, entry: dict[str, object]) -> None:
+        host, _, port_text = head.target.rpartition(":")
+        host = host.strip("[]").lower()
+        if not host or not port_text.isdigit():
+            raise Refused(400, "CONNECT needs host:port")
+        port = int(port_text)
+        llm = self._is_llm(None, host, port)
+        if not llm:
+            if port != 443:
+                raise Refused(403, f"CONNECT to port {port} refused: 443 only")
+            allow = client.http.allowlist if client.http else ()
+            if not any(host_matches(e.host, host) for e in allow):
+                raise Refused(403, f"{host} is not in {client.tool.name}'s allowlist")  # before any DNS lookup
+        address = self._pinned(host, port, llm)
+        upstream = socket.create_connection((address, port), timeout=30)
+        entry.update(address=address)
+        self.audit.log(**entry, allowed=True, status=200, reason="tunnel")
+        conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        _splice(conn, upstream)
+
+    def _pinned(self, host: str, port: int, llm: bool) -> str:
+        try:
+            ipaddress.ip_address(host)
+            addresses = [host]
+        except ValueError:
+            try:
+                addresses = self.egress.config.resolver.resolve(host, port)
+            except EgressError as e:
+                raise Refused(502, e.message) from None
+        if not addresses:
+            raise Refused(502, f"{host} has no address")
+        if not llm:
+            for a in addresses:
+                try:
+                    check_address(a, self.egress.config.allow_networks)
+                except EgressError as e:
+                    raise Refused(403, f"{host}: {e.message}") from None
+        return addresses[0]
+
+    # -- plain HTTP, sent upstream by Egress ---------------------------------------------------------------------------
+
+    def _safe(self, text: str) -> str:
+        """Text for the audit log: stored secret values and leak-pattern matches masked."""
+        for value in self.secret_values():
+            if value:
+                text = text.replace(value, "[REDACTED secret]")
+        findings = leaks.scan(text)
+        for f in reversed([f for f in findings if f.action != "warn"]):
+            text = text[:f.start] + f"[REDACTED {f.pattern}]" + text[f.end:]
+        return text
+
+    def _leak_check(self, head: _Head, body: bytes | None) -> None:
+        text = "\n".join([head.target, *(f"{k}: {v}" for k, v in head.headers.items())])
+        if body:
+            text += "\n" + body.decode("utf-8", "replace")
+        found = leaks.blocked(leaks.scan(text))
+        if found:
+            raise Refused(403, f"leak detected: {leaks.describe(found)}")
+        for value in self.secret_values():
+            if value and value in text:
+                raise Refused(403, "leak detected: a stored secret's value")
+
+    def _forward(self, conn: socket.socket, client: ProxyClient, head: _Head, entry: dict[str, object]) -> None:
+        parts = urllib.parse.urlsplit(head.target)
+        if parts.scheme != "http" or not parts.hostname:
+            raise Refused(400, "a proxy request needs an absolute http:// URL (use CONNECT for https)")
+        limit = client.http.max_request_bytes if client.http else 1 << 20
+        llm = self._is_llm("http", parts.hostname, parts.port or 80)
+        body = _read_body(conn, head, 64 << 20 if llm else limit)
+        self._leak_check(head, body)
+        headers = {k: v for k, v in head.headers.items() if k.lower() not in HOP_BY_HOP}
+        http: HttpCapability | None
+        if llm:
+            egress, http, url = self._llm(), _only(parts.hostname), head.target
+        else:
+            egress, http = self.egress, client.http
+            url = urllib.parse.urlunsplit(("https", parts.hostname if parts.port in (None, 80) else parts.netloc,
+                                           parts.path, parts.query, ""))
+        try:
+            resp = egress.send(client.tool, http, EgressRequest(head.method, url, headers, body))
+        except EgressError as e:
+            status = 403 if e.kind in ("network-denied", "input") else 502
+            raise Refused(status, e.message) from None
+        self.audit.log(**entry, allowed=True, status=resp.status, bytes_out=len(body or b""),
+                       bytes_in=len(resp.body))
+        _reply(conn, resp.status, "OK", resp.headers, resp.body)
+
+    def _llm(self) -> Egress:
+        """An Egress for the LLM endpoint alone: http allowed, and its own addresses even if private."""
+        if self._llm_egress is None:
+            assert self.llm is not None
+            nets = [ipaddress.ip_network(a) for a in self.egress.config.resolver.resolve(self.llm.host, self.llm.port)]
+            self._llm_egress = Egress(EgressConfig(resolver=self.egress.config.resolver, allow_networks=tuple(nets),
+                                                   require_https=False))
+        return self._llm_egress
+
+
+def _only(host: str) -> HttpCapability:
+    return HttpCapability(allowlist=(Endpoint(host),), max_request_bytes=64 << 20, max_response_bytes=64 << 20,
+                          timeout_secs=600)
+
+
+def _splice(a: socket.socket, b: socket.socket) -> None:
+    """Copy bytes both ways until either side closes or both stay idle for IDLE_SECONDS."""
+    try:
+        socks = [a, b]
+        while True:
+            ready, _, _ = select.select(socks, [], [], IDLE_SECONDS)
+            if not ready:
+                return
+            for s in ready:
+                data = s.recv(65536)
+                if not data:
+                    return
+                (b if s is a else a).sendall(data)
+    finally:
+        b.close()
