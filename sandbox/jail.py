@@ -18,6 +18,7 @@ compromised runtime cannot forge. Landlock (ABI >= 4) allows TCP connect to that
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -37,6 +38,7 @@ PROXY_PORT = 3128
 JAIL_UID = 64010  # default host uid/gid of a jail: no account, not 0, not nobody (65534)
 RUNTIME_PACKAGES = ("agent", "sandbox", "kernel")
 EXIT_SETUP_FAILED = 125
+log = logging.getLogger("clawfs.jail")
 
 
 class JailError(Exception):
@@ -215,6 +217,8 @@ def weaker_layers(allow_weaker: bool) -> tuple[dict[str, bool], list[jailcheck.L
     if missing and not allow_weaker:
         first = missing[0]
         raise JailError(f"jail layer {first.name} unavailable: {first.detail} (or --allow-weaker-jail)")
+    for layer in missing:
+        log.warning("jail layer %s missing (--allow-weaker-jail): %s", layer.name, layer.detail)
     if any(layer.name == "userns" and not layer.ok for layer in found):
         raise JailError(f"no jail without namespaces: {next(x.detail for x in found if x.name == 'userns')}")
     return {layer.name: layer.ok for layer in found}, missing
