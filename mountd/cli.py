@@ -22,7 +22,7 @@ from clawfs.errors import UserError
 from clawfs.store import DEFAULT_BLOCK_SIZE, Store, read_info
 from kernel import tpm
 
-from . import agent_cli, bench_cli, credentials, daemon, logs, options, searching, tool_cli
+from . import agent_cli, bench_cli, credentials, daemon, jail_cli, logs, options, searching, tool_cli
 from .keyopts import with_key_options
 from .ui import parse_size
 
@@ -454,6 +454,7 @@ cli.add_command(bench_cli.bench)
 cli.add_command(agent_cli.agent_group)
 cli.add_command(agent_cli.chat)
 cli.add_command(tool_cli.tool)
+cli.add_command(jail_cli.jail_group)
 
 
 def main(argv: list[str] | None = None) -> None:
