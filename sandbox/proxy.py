@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from . import leaks
-from .capabilities import Endpoint, HttpCapability
+from .capabilities import Endpoint, HttpCapability, RateLimit
 from .egress import Egress, EgressConfig, EgressError, EgressRequest, ToolIdentity, check_address, host_matches
 
 MAX_HEAD = 64 << 10
@@ -303,9 +303,12 @@ class EgressProxy:
         return self._llm_egress
 
 
+LLM_RATE = RateLimit(per_minute=6000, per_hour=100_000)  # a tool's defaults would throttle a busy agent's turns
+
+
 def _only(host: str) -> HttpCapability:
-    return HttpCapability(allowlist=(Endpoint(host),), max_request_bytes=64 << 20, max_response_bytes=64 << 20,
-                          timeout_secs=600)
+    return HttpCapability(allowlist=(Endpoint(host),), rate_limit=LLM_RATE, max_request_bytes=64 << 20,
+                          max_response_bytes=64 << 20, timeout_secs=600)
 
 
 def _splice(a: socket.socket, b: socket.socket) -> None:
