@@ -59,10 +59,10 @@ def build(allow: list[Allow], refuse: list[Refuse], default_errno: int = errno.E
         except (OSError, ValueError, RuntimeError):
             unknown.append(rule.syscall)
     for r in refuse:
-        try:
-            f.add_rule(pyseccomp.ERRNO(r.errno), r.syscall)
-        except (OSError, ValueError, RuntimeError):
+        if pyseccomp.resolve_syscall(pyseccomp.Arch.NATIVE, r.syscall) < 0:
             unknown.append(r.syscall)
+        elif r.errno != default_errno:  # libseccomp refuses a rule that repeats the default action
+            f.add_rule(pyseccomp.ERRNO(r.errno), r.syscall)
     return f, unknown
 
 
