@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import StoreFixture, is_mounted
 
 from kernel import jailcheck, netns
 from sandbox import jail
@@ -256,3 +257,33 @@ def test_missing_mount_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(jail.JailError, match="jail setup failed"):
         jail.run(jail.JailConfig(mount=str(tmp_path / "absent")), ["true"])
     assert sys.executable
+
+
+@pytest.mark.fuse
+def test_a_live_clawfs_mount_at_agent(store: StoreFixture) -> None:
+    """The real thing beneath /agent: a ClawFS mount (allow_other, so the jail's uid reaches it) stays readable
+    and writable where its modes allow, and answers the host while a CPU loop spins in the jail."""
+    mnt = store.tmp / "mnt"
+    store.mount(mnt, "allow_other")
+    try:
+        (mnt / "notes").mkdir()
+        (mnt / "notes").chmod(0o777)
+        (mnt / "notes" / "a.md").write_text("from the owner\n")
+        code, out, err, _ = run(mnt, ["sh", "-c", "cat /agent/notes/a.md && echo jailed > /agent/notes/b.md && "
+                                                  "ls /agent/notes && ! touch /agent/top.md"])
+        assert code == 0, err
+        assert out.split() == ["from", "the", "owner", "a.md", "b.md"]
+        assert (mnt / "notes" / "b.md").read_text() == "jailed\n"
+        assert (mnt / "notes" / "b.md").stat().st_uid == jail.JAIL_UID
+        j = jail.start(jail.JailConfig(mount=str(mnt)), ["python3", "-c", "while True: pass"])
+        try:
+            for i in range(20):  # bounded: the mount answers the host while the jail spins
+                (mnt / "notes" / f"h{i}").write_text("x")
+                assert (mnt / "notes" / f"h{i}").read_text() == "x"
+        finally:
+            j.kill()
+            j.wait()
+    finally:
+        if is_mounted(mnt):
+            store.umount(mnt)
+    store.assert_clean()
