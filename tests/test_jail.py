@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import StoreFixture, is_mounted
@@ -33,7 +34,7 @@ def home(tmp_path: Path) -> Path:
     return h
 
 
-def run(home: Path, argv: list[str], timeout: float = 60, **cfg: int) -> tuple[int, str, str, list[str]]:
+def run(home: Path, argv: list[str], timeout: float = 60, **cfg: Any) -> tuple[int, str, str, list[str]]:
     j = jail.start(jail.JailConfig(mount=str(home), **cfg), argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         out, err = j.proc.communicate(timeout=timeout)
@@ -44,7 +45,7 @@ def run(home: Path, argv: list[str], timeout: float = 60, **cfg: int) -> tuple[i
     return code, out.decode(), err.decode(), j.stopped_by
 
 
-def py(home: Path, code: str, **cfg: int) -> tuple[int, str, str, list[str]]:
+def py(home: Path, code: str, **cfg: Any) -> tuple[int, str, str, list[str]]:
     return run(home, ["python3", "-c", code], **cfg)
 
 
@@ -287,3 +288,17 @@ def test_a_live_clawfs_mount_at_agent(store: StoreFixture) -> None:
         if is_mounted(mnt):
             store.umount(mnt)
     store.assert_clean()
+
+
+def test_a_missing_layer_refuses_with_cause_and_fix_unless_weaker(home: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    real = jailcheck.layers()
+    fake = [jailcheck.Layer(x.name, False, "Landlock is off: boot with lsm=...,landlock") if x.name == "landlock"
+            else x for x in real]
+    monkeypatch.setattr(jailcheck, "layers", lambda: fake)
+    with pytest.raises(jail.JailError, match=r"landlock unavailable: Landlock is off: boot with .*--allow-weaker"):
+        jail.run(jail.JailConfig(mount=str(home)), ["true"])
+    # Weaker: it runs without that layer and logs the missing one.
+    code, out, _, _ = run(home, ["sh", "-c", "ls -d /proc/self/ns >/dev/null && echo ran"], allow_weaker=True)
+    assert (code, out) == (0, "ran\n")
+    assert any("jail layer landlock missing" in r.getMessage() for r in caplog.records)
