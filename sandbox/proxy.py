@@ -219,6 +219,12 @@ class EgressProxy:
             allow = client.http.allowlist if client.http else ()
             if not any(host_matches(e.host, host) for e in allow):
                 raise Refused(403, f"{host} is not in {client.tool.name}'s allowlist")  # before any DNS lookup
+            assert client.http is not None
+            try:  # a tunnel counts against the tool's rate limit as a forwarded request does (in Egress.send)
+                self.egress.rates.admit(client.tool, client.http.rate_limit.per_minute,
+                                        client.http.rate_limit.per_hour)
+            except EgressError as e:
+                raise Refused(429, e.message) from None
         address = self._pinned(host, port, llm)
         upstream = socket.create_connection((address, port), timeout=30)
         entry.update(address=address)
@@ -287,7 +293,7 @@ class EgressProxy:
         try:
             resp = egress.send(client.tool, http, EgressRequest(head.method, url, headers, body))
         except EgressError as e:
-            status = 403 if e.kind in ("network-denied", "input") else 502
+            status = 429 if e.code == "rate_limited" else 403 if e.kind in ("network-denied", "input") else 502
             raise Refused(status, e.message) from None
         self.audit.log(**entry, allowed=True, status=resp.status, bytes_out=len(body or b""),
                        bytes_in=len(resp.body))

@@ -183,3 +183,21 @@ def test_from_inside_the_jail_through_http_proxy(tmp_path: Path, llm: int) -> No
     assert second == "403"
     lines = [json.loads(x) for x in audit.getvalue().splitlines()]
     assert [x["allowed"] for x in lines] == [True, False]
+
+
+def test_tunnels_count_against_the_tools_rate_limit(llm: int) -> None:
+    from sandbox.capabilities import RateLimit
+    resolver = Recording({"private.test": ["10.251.0.2"]})
+    proxy = EgressProxy(Egress(EgressConfig(resolver=resolver)), Audit(io.StringIO()))
+    cap = HttpCapability(allowlist=(Endpoint("private.test"),), rate_limit=RateLimit(per_minute=2, per_hour=10))
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    proxy.serve(s, ProxyClient(ToolIdentity("gamma"), cap))
+    try:
+        answers = [ask(s.getsockname()[1], b"CONNECT private.test:443 HTTP/1.1\r\n\r\n")[:12] for _ in range(3)]
+    finally:
+        proxy.close()
+    # The first two reach the address check (refused: private); the third is over the rate before any lookup.
+    assert answers == [b"HTTP/1.1 403", b"HTTP/1.1 403", b"HTTP/1.1 429"]
+    assert resolver.asked == ["private.test", "private.test"]
