@@ -107,3 +107,16 @@ def jail_exec(mnt: str, cmd: tuple[str, ...], tool: str | None, allow_weaker_jai
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(jail_group())
+
+
+@jail_group.command("check")
+@click.option("--json", "as_json", is_flag=True, help="Print the layers as JSON.")
+def jail_check(as_json: bool) -> int:
+    """Which jail layers this host allows; exit 1 if one is missing (each line names the cause and the fix)."""
+    layers = jail.status()
+    if as_json:
+        click.echo(json.dumps(layers, indent=2, sort_keys=True))
+    else:
+        for name, layer in layers.items():
+            click.echo(f"{name:9} {'ok' if layer['ok'] else 'MISSING'}  {layer['detail']}")
+    return 0 if all(layer["ok"] for layer in layers.values()) else 1

@@ -224,6 +224,11 @@ def weaker_layers(allow_weaker: bool) -> tuple[dict[str, bool], list[jailcheck.L
     return {layer.name: layer.ok for layer in found}, missing
 
 
+def status() -> dict[str, dict[str, object]]:
+    """Each layer: in force here or why not (the `jail` part of `clawfs status --json`)."""
+    return {layer.name: {"ok": layer.ok, "detail": layer.detail} for layer in jailcheck.layers()}
+
+
 @dataclass
 class Jail:
     """A running jail: the launcher process, the proxy's listening socket (in the jail's netns) and the

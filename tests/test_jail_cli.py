@@ -75,3 +75,11 @@ def test_unknown_tool_is_a_one_line_error(home: tuple[Path, int]) -> None:
 
 def test_missing_command_is_usage(home: tuple[Path, int]) -> None:
     assert clawfs("jail", "exec", str(home[0])).returncode == 2
+
+
+def test_check_lists_every_layer() -> None:
+    p = clawfs("jail", "check", "--json")
+    assert p.returncode == 0, p.stderr
+    layers = json.loads(p.stdout)
+    assert set(layers) == {"userns", "seccomp", "landlock", "cgroups"}
+    assert all(v["ok"] for v in layers.values())
