@@ -10,6 +10,8 @@ not listed (as ZFS's `.zfs`), so copies of a mount (`rsync -a`, `tar`, `cp -r`) 
     .clawfs/search/<query>/.results?k=N&path=P   the same for another count and/or confined to the files
                                     under path P (percent-encoded; not listed): what `clawfs search --mount`
                                     reads for `-k` and `--path`, so they work as on an unmounted store
+    .clawfs/audit/files.jsonl       refusals of the mount's policy checks (clawfs/policy.py), JSON lines; the
+                                    owner's to read (not the agent's), when the mount has an agent uid
     .clawfs/similar/<path>/         the same for the files most similar in meaning to the indexed file at
                                     <path> (relative to the mount root, walked a component at a time: each
                                     directory on the way is a plain directory), best first, itself left out
@@ -85,6 +87,16 @@ class ControlTree:
         self.status_ino = self._add(stat.S_IFREG | 0o444, self.root, b"status").ino
         self.search_ino = self._add(stat.S_IFDIR | 0o555, self.root, b"search").ino
         self.similar_ino = self._add(stat.S_IFDIR | 0o555, self.root, b"similar").ino
+        self._generated: dict[int, Callable[[], bytes]] = {}
+
+    def add_generated(self, dirname: bytes, name: bytes, generate: Callable[[], bytes]) -> int:
+        """A file `dirname/name` whose contents `generate` makes at each open (e.g. `audit/files.jsonl`)."""
+        parent = self.nodes[self.root].children.get(dirname)
+        if parent is None:
+            parent = self._add(stat.S_IFDIR | 0o555, self.root, dirname).ino
+        ino = self._add(stat.S_IFREG | 0o444, parent, name).ino
+        self._generated[ino] = generate
+        return ino
 
     @staticmethod
     def owns(ino: int) -> bool:
@@ -103,6 +115,8 @@ class ControlTree:
     def node(self, ino: int) -> Node | None:
         if ino == self.status_ino:
             self.nodes[ino].data = (json.dumps(self._status(), indent=2, sort_keys=True) + "\n").encode()
+        elif (generate := self._generated.get(ino)) is not None:
+            self.nodes[ino].data = generate()
         return self.nodes.get(ino)
 
     def prepare(self, parent: int, name: bytes) -> Callable[[], Prepared] | None:

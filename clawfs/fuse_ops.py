@@ -66,6 +66,11 @@ def _ctx(c: RC) -> Ctx:
     return Ctx(c.uid, c.gid, c.pid, c.umask)
 
 
+def _caller(c: RC | None) -> Ctx | None:
+    """Who asks, for the policy checks (clawfs/policy.py); None (the owner's) when a caller passes no context."""
+    return None if c is None else _ctx(c)
+
+
 class ClawOperations(pyfuse3.Operations):
     enable_writeback_cache = True
     supports_dot_lookup = True
@@ -79,7 +84,7 @@ class ClawOperations(pyfuse3.Operations):
         work = self.fs.lookup_work(parent_inode, name)
         # The one await of any handler: other requests run meanwhile (the vfs call below starts afresh).
         prepared = await trio.to_thread.run_sync(work, abandon_on_cancel=True) if work else None
-        return _entry(self.fs.lookup(parent_inode, name, prepared))
+        return _entry(self.fs.lookup(parent_inode, name, prepared, _caller(ctx)))
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         try:
@@ -89,7 +94,7 @@ class ClawOperations(pyfuse3.Operations):
 
     @_errors_to_errno
     async def getattr(self, inode: int, ctx: RC) -> pyfuse3.EntryAttributes:
-        return _entry(self.fs.getattr(inode))
+        return _entry(self.fs.getattr(inode, _caller(ctx)))
 
     @_errors_to_errno
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes, fields: pyfuse3.SetattrFields,
@@ -103,12 +108,12 @@ class ClawOperations(pyfuse3.Operations):
             gid=pick(fields.update_gid, attr.st_gid), size=pick(fields.update_size, attr.st_size),
             atime_ns=pick(fields.update_atime, attr.st_atime_ns),
             mtime_ns=pick(fields.update_mtime, attr.st_mtime_ns),
-            ctime_ns=pick(fields.update_ctime, attr.st_ctime_ns),
+            ctime_ns=pick(fields.update_ctime, attr.st_ctime_ns), ctx=_caller(ctx),
         ))
 
     @_errors_to_errno
     async def readlink(self, inode: int, ctx: RC) -> bytes:
-        return self.fs.readlink(inode)
+        return self.fs.readlink(inode, _caller(ctx))
 
     @_errors_to_errno
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
@@ -127,24 +132,24 @@ class ClawOperations(pyfuse3.Operations):
     @_errors_to_errno
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: RC) -> pyfuse3.EntryAttributes:
-        return _entry(self.fs.link(inode, new_parent_inode, new_name))
+        return _entry(self.fs.link(inode, new_parent_inode, new_name, _caller(ctx)))
 
     @_errors_to_errno
     async def unlink(self, parent_inode: int, name: bytes, ctx: RC) -> None:
-        self.fs.unlink(parent_inode, name)
+        self.fs.unlink(parent_inode, name, _caller(ctx))
 
     @_errors_to_errno
     async def rmdir(self, parent_inode: int, name: bytes, ctx: RC) -> None:
-        self.fs.rmdir(parent_inode, name)
+        self.fs.rmdir(parent_inode, name, _caller(ctx))
 
     @_errors_to_errno
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int, name_new: bytes,
                      flags: int, ctx: RC) -> None:
-        self.fs.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags)
+        self.fs.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags, _caller(ctx))
 
     @_errors_to_errno
     async def open(self, inode: int, flags: int, ctx: RC) -> pyfuse3.FileInfo:
-        fh = self.fs.open(inode, flags)
+        fh = self.fs.open(inode, flags, _caller(ctx))
         uncached = self.fs.uncached(fh)  # .clawfs files change under the kernel; secrets must not be cached
         return pyfuse3.FileInfo(fh=fh, keep_cache=not uncached, direct_io=uncached)
 
@@ -177,7 +182,7 @@ class ClawOperations(pyfuse3.Operations):
 
     @_errors_to_errno
     async def opendir(self, inode: int, ctx: RC) -> int:
-        return self.fs.opendir(inode)
+        return self.fs.opendir(inode, _caller(ctx))
 
     @_errors_to_errno
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
@@ -207,19 +212,19 @@ class ClawOperations(pyfuse3.Operations):
 
     @_errors_to_errno
     async def getxattr(self, inode: int, name: bytes, ctx: RC) -> bytes:
-        return self.fs.getxattr(inode, name)
+        return self.fs.getxattr(inode, name, _caller(ctx))
 
     @_errors_to_errno
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: RC) -> None:
-        self.fs.setxattr(inode, name, value)
+        self.fs.setxattr(inode, name, value, _caller(ctx))
 
     @_errors_to_errno
     async def listxattr(self, inode: int, ctx: RC) -> Sequence[bytes]:
-        return self.fs.listxattr(inode)
+        return self.fs.listxattr(inode, _caller(ctx))
 
     @_errors_to_errno
     async def removexattr(self, inode: int, name: bytes, ctx: RC) -> None:
-        self.fs.removexattr(inode, name)
+        self.fs.removexattr(inode, name, _caller(ctx))
 
     @_errors_to_errno
     async def access(self, inode: int, mode: int, ctx: RC) -> bool:

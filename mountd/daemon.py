@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
-from clawfs import fuse_ops
+from clawfs import fuse_ops, policy
 from clawfs.control import ControlTree
 from clawfs.errors import FsError, IntegrityError, StoreBusy, UserError
 from clawfs.index import engine
@@ -90,7 +90,7 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, master: bytes,
             if store.was_unclean:
                 log.warning("%s was not cleanly unmounted last time (%d orphaned inodes purged); "
                             "run `clawfs fsck %s` to check it", store_path, purged, store_path)
-        ops = fuse_ops.ClawOperations(Router(vfs, _control_tree(store, core, searches, off)))
+        ops = fuse_ops.ClawOperations(_router(vfs, store, _control_tree(store, core, searches, off), opts))
         try:
             fuse_ops.mount(ops, mountpoint, fuse_ops.fuse_options(_fsname(store_path), opts.fuse))
         except RuntimeError as e:
@@ -123,6 +123,16 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, master: bytes,
                 store.mark_unmounted()
         store.close()
         log.info("unmounted %s", store_path)
+
+
+def _router(vfs: VFS, store: Store, tree: ControlTree, opts: MountOptions) -> Router:
+    """Who reaches the mount: its owner (this uid), the agent uid of `-o agent_uid=N`, nobody else
+    (clawfs/policy.py); refusals go to `.clawfs/audit/files.jsonl`."""
+    if opts.agent_uid is not None and opts.agent_uid == os.getuid():
+        raise UserError(f"agent_uid={opts.agent_uid} is the owner's own uid: give the agent a uid of its own")
+    audit = policy.AuditLog(store, readonly=opts.readonly)
+    tree.add_generated(b"audit", b"files.jsonl", audit.text)
+    return Router(vfs, tree, policy.Access(os.getuid(), opts.agent_uid, opts.agent_gid), audit)
 
 
 def _index_core(store: Store) -> tuple[IndexCore | None, str | None]:

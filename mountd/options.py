@@ -18,6 +18,7 @@ IGNORED = {"defaults", "auto", "noauto", "nofail", "_netdev", "user", "users", "
            "silent", "loud", "bg", "fg"}
 IGNORED_PREFIXES = ("x-", "comment=", "_")
 VALUE_KEYS = ("passphrase_file", "keyfile", "recovery_key_file", "log_file", "tpm_tcti", "tpm_pin_file")
+ID_KEYS = ("agent_uid", "agent_gid")  # who besides the owner reaches the mount (clawfs/policy.py)
 FLAGS = {"ro", "rw", "debug", "accept_rollback", "notpm", "noindex"}
 
 
@@ -34,6 +35,8 @@ class MountOptions:
     accept_rollback: bool = False
     index: bool = True
     debug: bool = False
+    agent_uid: int | None = None
+    agent_gid: int | None = None
     fuse: list[str] = field(default_factory=list)
 
 
@@ -61,7 +64,7 @@ def _join_tcti(items: list[str]) -> list[str]:
     out: list[str] = []
     for item in items:
         key = item.partition("=")[0]
-        known = key in VALUE_KEYS or item in KERNEL_FLAGS or item in FLAGS or item in IGNORED \
+        known = key in VALUE_KEYS or key in ID_KEYS or item in KERNEL_FLAGS or item in FLAGS or item in IGNORED \
             or item.startswith(IGNORED_PREFIXES)
         if out and out[-1].startswith("tpm_tcti=") and not known:
             out[-1] += "," + item
@@ -79,6 +82,8 @@ def parse(option_strings: list[str]) -> MountOptions:
                 if not eq or not value:
                     raise UserError(f"mount option {key} needs a value: -o {key}=PATH")
                 setattr(opts, key, value)
+            elif key in ID_KEYS:
+                setattr(opts, key, _id(key, value))
             elif item in ("ro", "rw"):
                 opts.readonly = item == "ro"
             elif item == "debug":
@@ -98,4 +103,14 @@ def parse(option_strings: list[str]) -> MountOptions:
                 raise UserError(f"unknown mount option {item!r} (see `clawfs mount --help`)")
     if opts.readonly:
         opts.fuse = [o for o in opts.fuse if o != "rw"] + ["ro"]
+    if opts.agent_gid is not None and opts.agent_uid is None:
+        raise UserError("mount option agent_gid needs agent_uid too: -o agent_uid=N,agent_gid=G")
+    if opts.agent_uid is not None and "allow_other" not in opts.fuse:
+        opts.fuse.append("allow_other")  # the agent's uid is not the owner's: without it the kernel refuses it
     return opts
+
+
+def _id(key: str, value: str) -> int:
+    if not value.isdigit() or int(value) == 0 or int(value) > 0xFFFFFFFE:
+        raise UserError(f"mount option {key} needs a numeric id other than 0: -o {key}=64010")
+    return int(value)
