@@ -16,6 +16,7 @@ import pytest
 from helpers import StoreFixture, is_mounted
 
 from kernel import jailcheck, netns
+from mountd import options as mount_options
 from sandbox import jail
 
 pytestmark = [pytest.mark.jail,
@@ -261,21 +262,31 @@ def test_missing_mount_is_a_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.fuse
+@pytest.mark.skipif("agent_uid" not in getattr(mount_options, "ID_KEYS", ()),
+                    reason="needs the mount option agent_uid (clawfs/policy.py) so the jail's uid reaches the mount")
 def test_a_live_clawfs_mount_at_agent(store: StoreFixture) -> None:
-    """The real thing beneath /agent: a ClawFS mount (allow_other, so the jail's uid reaches it) stays readable
-    and writable where its modes allow, and answers the host while a CPU loop spins in the jail."""
+    """The real thing beneath /agent: a ClawFS mount with allow_other and agent_uid = the jail's uid. The jail
+    reads and writes the home, never a secret's value; a third local uid reaches nothing; the mount answers the
+    host while a CPU loop spins in the jail."""
     mnt = store.tmp / "mnt"
-    store.mount(mnt, "allow_other")
+    store.mount(mnt, f"allow_other,agent_uid={jail.JAIL_UID},agent_gid={jail.JAIL_UID}")
     try:
         (mnt / "notes").mkdir()
-        (mnt / "notes").chmod(0o777)
         (mnt / "notes" / "a.md").write_text("from the owner\n")
+        (mnt / "secrets").mkdir(exist_ok=True)
+        (mnt / "secrets" / "api_key").write_text("sk-the-value-itself")
         code, out, err, _ = run(mnt, ["sh", "-c", "cat /agent/notes/a.md && echo jailed > /agent/notes/b.md && "
-                                                  "ls /agent/notes && ! touch /agent/top.md"])
+                                                  "ls /agent/notes; cat /agent/secrets/api_key; echo $?"])
         assert code == 0, err
-        assert out.split() == ["from", "the", "owner", "a.md", "b.md"]
+        assert out.split() == ["from", "the", "owner", "a.md", "b.md", "1"]
+        assert "sk-the-value-itself" not in out + err
         assert (mnt / "notes" / "b.md").read_text() == "jailed\n"
-        assert (mnt / "notes" / "b.md").stat().st_uid == jail.JAIL_UID
+        # A third uid, started inside the mount (subprocess changes directory before it drops to the uid, so
+        # the 0700 test directories above the mount are not what refuses it).
+        for argv in (["ls", "."], ["cat", "notes/a.md"]):
+            third = subprocess.run(argv, cwd=mnt, capture_output=True, text=True, timeout=30,
+                                   user=65534, group=65534, extra_groups=[])
+            assert third.returncode != 0 and "Permission denied" in third.stderr, (argv, third)
         j = jail.start(jail.JailConfig(mount=str(mnt)), ["python3", "-c", "while True: pass"])
         try:
             for i in range(20):  # bounded: the mount answers the host while the jail spins
