@@ -76,9 +76,11 @@ def jail_group() -> None:
 @click.option("--tool", help="Run with this installed tool's network allowlist (tools/NAME/capabilities.json).")
 @click.option("--allow-weaker-jail", is_flag=True, help="Run with the layers this host has; log each missing one.")
 @click.option("--audit-log", type=click.Path(dir_okay=False), help="Append the proxy's JSON lines here.")
+@click.option("--uid", type=click.IntRange(1, 2**31 - 2), default=jail.JAIL_UID, show_default=True,
+              help="The jail's host uid (and gid): the mount's -o agent_uid.")
 @click.option("--json", "as_json", is_flag=True, help="After CMD ends, print the jail's figures as JSON on stderr.")
 def jail_exec(mnt: str, cmd: tuple[str, ...], tool: str | None, allow_weaker_jail: bool, audit_log: str | None,
-              as_json: bool) -> int:
+              uid: int, as_json: bool) -> int:
     """Run CMD in the jail beneath the mount MNT (at /agent), HTTP_PROXY pointing at the egress proxy."""
     home = Path(mnt)
     client = client_for(home, tool)
@@ -87,7 +89,8 @@ def jail_exec(mnt: str, cmd: tuple[str, ...], tool: str | None, allow_weaker_jai
     px = proxy.EgressProxy(egress, proxy.Audit(stream), llm_endpoint(home))
     try:
         try:
-            j = jail.start(jail.JailConfig(mount=str(home.resolve()), allow_weaker=allow_weaker_jail), list(cmd))
+            cfg = jail.JailConfig(mount=str(home.resolve()), uid=uid, gid=uid, allow_weaker=allow_weaker_jail)
+            j = jail.start(cfg, list(cmd))
         except jail.JailError as e:
             raise UserError(str(e)) from None
         assert j.proxy_socket is not None
