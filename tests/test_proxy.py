@@ -201,3 +201,31 @@ def test_tunnels_count_against_the_tools_rate_limit(llm: int) -> None:
     # The first two reach the address check (refused: private); the third is over the rate before any lookup.
     assert answers == [b"HTTP/1.1 403", b"HTTP/1.1 403", b"HTTP/1.1 429"]
     assert resolver.asked == ["private.test", "private.test"]
+
+
+def test_an_endpoint_echoing_the_injected_credential_hands_back_no_secret() -> None:
+    """The jail asks for http://api.allowed.test/...; the proxy sends it over https with the tool's credential
+    injected (the runtime never held it) and redacts the value from the echo before it reaches the caller."""
+    from wasm.support import ALLOWED, Secrets, http_caps, serve
+
+    from sandbox import capabilities
+
+    value = "tok-" + SECRET
+    with serve() as srv:
+        http = capabilities.parse(json.dumps(http_caps(srv.port, credentials={"k": {
+            "secret_name": "tok", "location": {"type": "bearer"}, "host_patterns": [ALLOWED]}}))).http
+        audit = io.StringIO()
+        proxy = EgressProxy(Egress(srv.config(credentials=Secrets({"tok": value}))), Audit(audit))
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        proxy.serve(s, ProxyClient(ToolIdentity("t"), http))
+        try:
+            out = ask(s.getsockname()[1], f"GET http://{ALLOWED}:{srv.port}/api/echo HTTP/1.1\r\n\r\n".encode())
+        finally:
+            proxy.close()
+        assert srv.seen[-1]["headers"]["Authorization"] == f"Bearer {value}"  # type: ignore[index]
+    assert out.startswith(b"HTTP/1.1 200")
+    assert value.encode() not in out
+    assert b"[REDACTED:tok]" in out
+    assert value not in audit.getvalue()
