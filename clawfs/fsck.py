@@ -20,7 +20,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from .db.index_tables import IndexTables
 from .errors import IntegrityError
 from .store import ROOT, Store
 
@@ -54,8 +53,7 @@ class Report:
 def check(store: Store, progress: Callable[[int], None] | None = None) -> Report:
     """Check the whole store; `progress(n)` is called as blocks are verified (for a progress bar)."""
     report = Report()
-    db, env = store.db, store.env
-    inodes = {row.id: row for row in db.inodes_all()}
+    inodes = {row.id: row for row in store.all_inodes()}
     refs: Counter[int] = Counter()
     subdirs: Counter[int] = Counter()
     children: dict[int, list[int]] = {}
@@ -65,14 +63,12 @@ def check(store: Store, progress: Callable[[int], None] | None = None) -> Report
     if root is None or not stat.S_ISDIR(root.mode):
         report.add("root", "the root directory is missing or not a directory", ROOT)
 
-    for entry_id, parent, name, ino in db.dentries_all():
+    for entry_id, parent, ino, authentic in store.all_entries():
         prow = inodes.get(parent)
         if prow is None or not stat.S_ISDIR(prow.mode):
             report.add("entry", f"entry {entry_id} lives in inode {parent}, which is not a directory", parent)
             continue
-        try:
-            env.open_name(parent, bytes(name))
-        except IntegrityError:
+        if not authentic:
             report.add("name", f"directory {parent}: entry {entry_id} has a name that fails authentication "
                                "(modified or moved)", parent)
         child = inodes.get(ino)
@@ -130,19 +126,17 @@ def _check_reachable(report: Report, inodes: dict, children: dict[int, list[int]
 
 def _check_contents(report: Report, store: Store, inodes: dict,  # type: ignore[type-arg]
                     progress: Callable[[int], None] | None) -> None:
-    db, env, bs = store.db, store.env, store.block_size
-    for ino, count in db.blocks_owners():
+    bs = store.block_size
+    for ino, count in store.block_owners():
         if ino not in inodes:
             report.add("blocks", f"{count} blocks belong to missing inode {ino}", ino)
     for ino, row in inodes.items():
         n = 0
-        for idx, blob in db.blocks_of(ino):
+        for idx, plain in store.stored_blocks(row):
             n += 1
             if progress:
                 progress(1)
-            try:
-                plain = env.open_block(ino, row.generation, idx, bytes(blob))
-            except IntegrityError:
+            if plain is None:
                 report.add("block", f"inode {ino} block {idx} fails authentication (modified, swapped or moved)",
                            ino, idx)
                 continue
@@ -155,17 +149,14 @@ def _check_contents(report: Report, store: Store, inodes: dict,  # type: ignore[
                 store.readlink(row)
             except IntegrityError:
                 report.add("symlink", f"inode {ino}: symlink target fails authentication", ino)
-        for xname, value in db.xattr_list(ino):
-            try:
-                env.open_xattr_name(ino, bytes(xname))
-                env.open_xattr_value(ino, row.generation, bytes(xname), bytes(value))
-            except IntegrityError:
+        for authentic in store.xattrs_authentic(row):
+            if not authentic:
                 report.add("xattr", f"inode {ino}: an extended attribute fails authentication", ino)
 
 
 def _check_index(report: Report, store: Store, inodes: dict) -> None:  # type: ignore[type-arg]
     """The index against the files: chunks of live files only, reference counts, every vector authentic."""
-    tables = IndexTables(store.db)
+    tables = store.index
     uses: Counter[int] = Counter()
     queued = {ino for ino, _ in tables.queued(1 << 62, 1 << 30)}  # the indexer catches up on these
     for ino, _chunks in tables.indexed_files():
@@ -185,18 +176,16 @@ def _check_index(report: Report, store: Store, inodes: dict) -> None:  # type: i
             report.add("index", f"inode {ino} is neither indexed nor queued (`clawfs reindex` fixes it)", ino)
     for vector_id, digest, sealed in tables.vectors():
         try:
-            store.env.open_vector(bytes(digest), bytes(sealed))
+            tables.open_vector(digest, sealed)
         except IntegrityError:
             report.add("index", f"index vector {vector_id} fails authentication")
         refs = tables.vector_refs(vector_id)
         if refs != uses[vector_id]:
             report.add("index", f"index vector {vector_id} counts {refs} uses but {uses[vector_id]} chunks use it")
-    blob = tables.meta("snapshot")
-    if blob is not None:
-        try:
-            store.env.open_snapshot(bytes(blob))
-        except IntegrityError:
-            report.notes.append("the index snapshot fails authentication; the next mount rebuilds it")
+    try:
+        tables.snapshot()
+    except IntegrityError:
+        report.notes.append("the index snapshot fails authentication; the next mount rebuilds it")
     pending = tables.queue_length()
     if pending:
         report.notes.append(f"{pending} files wait for the indexer (indexed at the next mount)")

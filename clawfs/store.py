@@ -26,13 +26,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import apsw
-
 from kernel import tpm
 
 from . import FORMAT_VERSION, crypto, keys, tpm_slots
-from .db import Database, InodeRow, SlotRow
-from .db.index_tables import IndexTables
+from .db import Database, DiskFull, DiskIOError, InodeRow, Locked, SlotRow, StorageError
 from .db.schema import LATEST
 from .errors import (
     Busy,
@@ -46,6 +43,7 @@ from .errors import (
     UserError,
     WrongKey,
 )
+from .index_storage import IndexStorage
 
 log = logging.getLogger("clawfs.store")
 
@@ -110,7 +108,7 @@ def _open_db(path: str, *, readonly: bool = False) -> Database:
     db = Database(path, readonly=readonly)
     version = db.schema_version()
     if version > LATEST:
-        db.conn.close()
+        db.disconnect()
         raise NewerFormat(f"{path} has format version {version}, newer than this clawfs supports "
                           f"({LATEST}); upgrade clawfs to open it")
     return db
@@ -130,7 +128,7 @@ def read_info(path: str) -> StoreInfo:
             rollback_protection=meta.get("rollback_index") is not None,
         )
     finally:
-        db.conn.close()
+        db.disconnect()
 
 
 def check_block_size(size: int) -> int:
@@ -147,9 +145,10 @@ class Store:
     """An unlocked store.  Not thread-safe: the FUSE adapter calls it from one trio thread."""
 
     def __init__(self, db: Database, env: crypto.Envelope, *, lock: StoreLock | None, readonly: bool) -> None:
-        self.db = db
-        self.env = env
+        self._db = db
+        self._env = env
         self.lock = lock
+        self.path = db.path
         self.readonly = readonly
         self.block_size = int(db.meta_get("block_size"))
         self._cache: OrderedDict[tuple[int, int], bytes] = OrderedDict()
@@ -200,7 +199,7 @@ class Store:
         try:
             the_lock = StoreLock(path) if lock else None
         except BaseException:
-            db.conn.close()
+            db.disconnect()
             raise
         try:
             env = unlock(db, creds) if master_key is None else _envelope(db, master_key)
@@ -210,7 +209,7 @@ class Store:
                 db.migrate()
             return cls(db, env, lock=the_lock, readonly=readonly)
         except BaseException:
-            db.conn.close()
+            db.disconnect()
             if the_lock:
                 the_lock.release()
             raise
@@ -222,17 +221,17 @@ class Store:
         try:
             return unlock(db, creds).master_key
         finally:
-            db.conn.close()
+            db.disconnect()
 
     def close(self) -> None:
-        self.db.close()
+        self._db.close()
         if self.lock:
             self.lock.release()
 
     def check_rollback(self, tcti: str, *, accept_rollback: bool, advance: bool) -> None:
         """With rollback protection armed: refuse an older copy of the store, then (read-write mounts) record
         the next counter value durably and only then advance the TPM counter."""
-        record = tpm_slots.rollback_record(self.db.meta_all(), self.env)
+        record = tpm_slots.rollback_record(self._db.meta_all(), self._env)
         if record is None:
             return
         index = record[0]
@@ -242,50 +241,51 @@ class Store:
         if not advance:
             return
         with self.transaction():
-            for key, value in tpm_slots.new_record(self.env, index, current + 1).items():
-                self.db.meta_set(key, value)
-        self.db.durable_commit()
+            for key, value in tpm_slots.new_record(self._env, index, current + 1).items():
+                self._db.meta_set(key, value)
+        self._db.durable_commit()
         tpm_slots.advance(index, tcti)
 
     def mark_mounted(self) -> None:
         """Set the mounted mark; if it was already set, the last mount ended without a clean unmount."""
         with self.transaction():
-            self.was_unclean = bool(self.db.meta_get("mounted"))
+            self.was_unclean = bool(self._db.meta_get("mounted"))
             if self.was_unclean:
-                self.db.meta_set("unclean_shutdowns", int(self.db.meta_get("unclean_shutdowns") or 0) + 1)
-            self.db.meta_set("mounted", 1)
-            self.db.meta_set("last_mount_ns", _now())
-        self.db.durable_commit()
+                self._db.meta_set("unclean_shutdowns", int(self._db.meta_get("unclean_shutdowns") or 0) + 1)
+            self._db.meta_set("mounted", 1)
+            self._db.meta_set("last_mount_ns", _now())
+        self._db.durable_commit()
 
     def checkpoint_in_background(self) -> None:
         """For a long-lived mount: WAL checkpoints run in a thread, off the request path."""
-        self.db.checkpoint_in_background()
+        self._db.checkpoint_in_background()
 
     def mark_unmounted(self) -> None:
         with self.transaction():
-            self.db.meta_set("mounted", 0)
-            self.db.meta_set("last_clean_unmount_ns", _now())
-        self.db.durable_commit()
+            self._db.meta_set("mounted", 0)
+            self._db.meta_set("last_clean_unmount_ns", _now())
+        self._db.durable_commit()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """One atomic unit of work; a full disk becomes ENOSPC and rolls the unit back."""
         try:
-            with self.db.transaction():
+            with self._db.transaction():
                 yield
-        except (apsw.FullError, apsw.IOError) as e:
+        except DiskFull:
             self._after_failed_unit()
-            if isinstance(e, apsw.FullError) or "full" in str(e).lower():
-                raise NoSpace("the filesystem holding the store is full") from None
+            raise NoSpace("the filesystem holding the store is full") from None
+        except DiskIOError as e:
+            self._after_failed_unit()
             raise FsError(f"store I/O error: {e}", err=errno.EIO) from None
-        except apsw.BusyError:
+        except Locked:
             self._after_failed_unit()
             raise Busy("the store stayed locked by another connection past the busy timeout") from None
 
     def _after_failed_unit(self) -> None:
         # SQLite may have cancelled the whole batch, not just this unit; then earlier (acknowledged, not yet
         # fsync'd) writes are gone as after a crash.  The free-space reserve makes this practically unreachable.
-        if self.db.batching and not self.db.conn.in_transaction:
+        if self._db.batching and not self._db.in_transaction():
             log.error("the store's disk filled up mid-batch: writes of the last moments were rolled back")
         self._cache.clear()
 
@@ -293,26 +293,55 @@ class Store:
         """Group commit for a mount: units of work share one transaction that `flush()` commits (the mount
         calls it every FLUSH_INTERVAL s); fsync and unmount commit at once.  A crash loses at most the last
         interval of un-fsync'd writes, as a kernel page cache would."""
-        self.db.batching = True
+        self._db.batching = True
 
     def flush(self) -> None:
         try:
-            self.db.commit_batch()
-        except (apsw.FullError, apsw.IOError) as e:
+            self._db.commit_batch()
+        except (DiskFull, DiskIOError) as e:
             log.error("group commit failed (%s); the batch was rolled back", e)
             self._cache.clear()
 
     def sync(self) -> None:
         try:
-            self.db.durable_commit()
-        except (apsw.FullError, apsw.IOError):
+            self._db.durable_commit()
+        except (DiskFull, DiskIOError):
             raise NoSpace("the filesystem holding the store is full") from None
-        except apsw.BusyError:
+        except Locked:
             raise Busy("the store stayed locked by another connection past the busy timeout") from None
 
+    # -- key slots ------------------------------------------------------------------------------------------
+    def key_slots(self) -> list[SlotRow]:
+        return self._db.slots()
+
+    def add_key_slot(self, kind: str, secret: bytes, kdf: str) -> int:
+        """A new `kind` slot wrapping this store's master key under `secret`; committed (not yet fsync'd)."""
+        params, wrapped = keys.make_slot(kind, secret, self._env.master_key, self._env.store_id, kdf)
+        with self.transaction():
+            return self._db.slot_add(kind, params, wrapped)
+
+    def add_tpm_slot(self, spec: tpm_slots.TpmSpec) -> int:
+        """A TPM slot sealed as `spec` says, arming rollback protection too when it asks for it."""
+        params, wrapped = tpm_slots.make_slot(self._env.master_key, self._env.store_id, pcrs=spec.pcrs,
+                                              pin=spec.pin, tcti=spec.tcti)
+        rollback = tpm_slots.enable(self._env, spec.tcti) if spec.rollback else {}
+        with self.transaction():
+            slot_id = self._db.slot_add(tpm_slots.KIND, params, wrapped)
+            for key, value in rollback.items():
+                self._db.meta_set(key, value)
+        return slot_id
+
+    def remove_key_slot(self, slot_id: int) -> bool:
+        with self.transaction():
+            return self._db.slot_remove(slot_id)
+
     # -- inodes ---------------------------------------------------------------------------------------------
+    def find(self, ino: int) -> InodeRow | None:
+        """The inode `ino`, or None when there is none."""
+        return self._db.inode_get(ino)
+
     def get(self, ino: int) -> InodeRow:
-        row = self.db.inode_get(ino)
+        row = self._db.inode_get(ino)
         if row is None:
             raise NotFound(f"inode {ino}")
         return row
@@ -323,70 +352,70 @@ class Store:
         nlink = 2 if stat.S_ISDIR(mode) else 1
         gen = int.from_bytes(crypto.random_bytes(7), "big")
         row = InodeRow(0, gen, mode, uid, gid, nlink, 0, rdev, now, now, now, 0, parent, None, flags)
-        row.id = self.db.inode_insert(row)
+        row.id = self._db.inode_insert(row)
         if target is not None:
-            row.target = self.env.seal_target(row.id, gen, target)
+            row.target = self._env.seal_target(row.id, gen, target)
             row.size = len(target)
-            self.db.inode_update(row.id, target=row.target, size=row.size)
+            self._db.inode_update(row.id, target=row.target, size=row.size)
         return row
 
     def update(self, ino: int, **fields: Any) -> None:
-        self.db.inode_update(ino, **fields)
+        self._db.inode_update(ino, **fields)
 
     def adjust(self, ino: int, column: str, delta: int) -> None:
-        self.db.inode_add(ino, column, delta)
+        self._db.inode_add(ino, column, delta)
 
     def purge(self, ino: int) -> None:
         """Delete an inode with its blocks and xattrs (it has no entries, lookups or open handles left)."""
         self._drop_cached(ino)
-        self.db.inode_delete(ino)
+        self._db.inode_delete(ino)
 
     def orphans(self) -> list[int]:
-        return self.db.inodes_orphaned()
+        return self._db.inodes_orphaned()
 
     def readlink(self, row: InodeRow) -> bytes:
         if row.target is None:
             raise IntegrityError(f"inode {row.id}: symlink without a target")
-        return self.env.open_target(row.id, row.generation, row.target)
+        return self._env.open_target(row.id, row.generation, row.target)
 
     # -- directory entries ----------------------------------------------------------------------------------
     def lookup(self, parent: int, name: bytes) -> int | None:
-        return self.db.dentry_lookup(parent, self.env.seal_name(parent, name))
+        return self._db.dentry_lookup(parent, self._env.seal_name(parent, name))
 
     def add_entry(self, parent: int, name: bytes, ino: int) -> None:
-        self.db.dentry_insert(parent, self.env.seal_name(parent, name), ino)
+        self._db.dentry_insert(parent, self._env.seal_name(parent, name), ino)
 
     def remove_entry(self, parent: int, name: bytes) -> None:
-        self.db.dentry_delete(parent, self.env.seal_name(parent, name))
+        self._db.dentry_delete(parent, self._env.seal_name(parent, name))
 
     def set_entry(self, parent: int, name: bytes, ino: int) -> None:
-        self.db.dentry_set_ino(parent, self.env.seal_name(parent, name), ino)
+        self._db.dentry_set_ino(parent, self._env.seal_name(parent, name), ino)
 
     def path_of(self, ino: int) -> bytes | None:
         """A path (relative to the root, no leading slash) of `ino`, or None if it has no entry any more."""
         parts: list[bytes] = []
         while ino != ROOT:
-            found = self.db.dentry_of(ino)
+            found = self._db.dentry_of(ino)
             if found is None or len(parts) > 4096:
                 return None
             parent, blob = found
-            parts.append(self.env.open_name(parent, blob))
+            parts.append(self._env.open_name(parent, blob))
             ino = parent
         return b"/".join(reversed(parts))
 
     def has_entries(self, parent: int) -> bool:
-        return self.db.dentry_has_children(parent)
+        return self._db.dentry_has_children(parent)
 
     def child_inodes(self, parent: int) -> list[int]:
         """The inodes `parent`'s entries name, names left sealed (a walk that needs no names decrypts none)."""
-        return [int(ino) for _, _, ino in self.db.dentry_list(parent, 0)]
+        return [int(ino) for _, _, ino in self._db.dentry_list(parent, 0)]
 
     def entries(self, parent: int, after_id: int = 0) -> Iterator[tuple[int, bytes, int]]:
         """(entry id, plaintext name, inode) in a stable order; an entry that fails authentication is
         logged and skipped, so the rest of the directory stays readable (fsck lists it)."""
-        for entry_id, blob, ino in self.db.dentry_list(parent, after_id):
+        for entry_id, blob, ino in self._db.dentry_list(parent, after_id):
             try:
-                yield entry_id, self.env.open_name(parent, bytes(blob)), ino
+                yield entry_id, self._env.open_name(parent, bytes(blob)), ino
             except IntegrityError as e:
                 log.error("integrity: %s (entry %d hidden; run `clawfs fsck`)", e, entry_id)
 
@@ -408,7 +437,7 @@ class Store:
             return hit
         if blob is None:
             return b""
-        plain = self.env.open_block(row.id, row.generation, idx, bytes(blob))
+        plain = self._env.open_block(row.id, row.generation, idx, bytes(blob))
         self._cache[key] = plain
         if len(self._cache) > BLOCK_CACHE_ENTRIES:
             self._cache.popitem(last=False)
@@ -420,7 +449,7 @@ class Store:
             return b""
         bs = self.block_size
         first, last = offset // bs, (end - 1) // bs
-        stored = dict(self.db.blocks_range(row.id, first, last))
+        stored = dict(self._db.blocks_range(row.id, first, last))
         if len(stored) < last - first + 1 and row.nblocks == (row.size + bs - 1) // bs:
             # The file has no holes, so a missing block was removed behind our back: never read it as zeros.
             missing = next(i for i in range(first, last + 1) if i not in stored)
@@ -446,14 +475,14 @@ class Store:
             if lo == 0 and (hi == bs or base + hi >= size):
                 plain = bytes(chunk)  # the write covers everything this block held
             else:
-                old = self._block(row, idx, self.db.block_get(row.id, idx) if base < size else None)
+                old = self._block(row, idx, self._db.block_get(row.id, idx) if base < size else None)
                 buf = bytearray(old)
                 if len(buf) < lo:
                     buf.extend(bytes(lo - len(buf)))
                 buf[lo:hi] = chunk
                 plain = bytes(buf)
             self._cache.pop((row.id, idx), None)  # refilled on read: a rolled-back write must not linger
-            added += self.db.block_put(row.id, idx, self.env.seal_block(row.id, row.generation, idx, plain))
+            added += self._db.block_put(row.id, idx, self._env.seal_block(row.id, row.generation, idx, plain))
         return max(size, end), added
 
     def truncate(self, row: InodeRow, new_size: int) -> int:
@@ -463,52 +492,97 @@ class Store:
         bs = self.block_size
         keep = (new_size + bs - 1) // bs  # blocks 0..keep-1 may hold data
         self._drop_cached(row.id, new_size // bs)
-        removed = self.db.blocks_delete_from(row.id, keep)
+        removed = self._db.blocks_delete_from(row.id, keep)
         tail = new_size % bs
         if tail:
             idx = new_size // bs
-            blob = self.db.block_get(row.id, idx)
+            blob = self._db.block_get(row.id, idx)
             if blob is not None:
-                plain = self.env.open_block(row.id, row.generation, idx, blob)
+                plain = self._env.open_block(row.id, row.generation, idx, blob)
                 if len(plain) > tail:
-                    self.db.block_put(row.id, idx, self.env.seal_block(row.id, row.generation, idx, plain[:tail]))
+                    self._db.block_put(row.id, idx, self._env.seal_block(row.id, row.generation, idx, plain[:tail]))
         return -removed
 
     # -- xattrs ---------------------------------------------------------------------------------------------
     def xattr_get(self, row: InodeRow, name: bytes) -> bytes | None:
-        xname = self.env.seal_xattr_name(row.id, name)
-        blob = self.db.xattr_get(row.id, xname)
-        return None if blob is None else self.env.open_xattr_value(row.id, row.generation, xname, blob)
+        xname = self._env.seal_xattr_name(row.id, name)
+        blob = self._db.xattr_get(row.id, xname)
+        return None if blob is None else self._env.open_xattr_value(row.id, row.generation, xname, blob)
 
     def xattr_set(self, row: InodeRow, name: bytes, value: bytes) -> None:
-        xname = self.env.seal_xattr_name(row.id, name)
-        self.db.xattr_set(row.id, xname, self.env.seal_xattr_value(row.id, row.generation, xname, value))
+        xname = self._env.seal_xattr_name(row.id, name)
+        self._db.xattr_set(row.id, xname, self._env.seal_xattr_value(row.id, row.generation, xname, value))
 
     def xattr_remove(self, row: InodeRow, name: bytes) -> bool:
-        return self.db.xattr_delete(row.id, self.env.seal_xattr_name(row.id, name))
+        return self._db.xattr_delete(row.id, self._env.seal_xattr_name(row.id, name))
 
     def xattr_names(self, row: InodeRow) -> list[bytes]:
-        return [self.env.open_xattr_name(row.id, bytes(n)) for n, _ in self.db.xattr_list(row.id)]
+        return [self._env.open_xattr_name(row.id, bytes(n)) for n, _ in self._db.xattr_list(row.id)]
 
     # -- settings -------------------------------------------------------------------------------------------
     def setting(self, key: str) -> Any:
         """A store setting (JSON), decrypted; None when unset."""
-        blob = self.db.setting_get(key)
-        return None if blob is None else json.loads(self.env.open_setting(key, blob))
+        blob = self._db.setting_get(key)
+        return None if blob is None else json.loads(self._env.open_setting(key, blob))
 
     def set_setting(self, key: str, value: Any) -> None:
         """Set (or with None, remove) a setting; part of the caller's unit of work."""
-        sealed = None if value is None else self.env.seal_setting(key, json.dumps(value).encode())
-        self.db.setting_set(key, sealed)
+        sealed = None if value is None else self._env.seal_setting(key, json.dumps(value).encode())
+        self._db.setting_set(key, sealed)
 
     # -- index queue ----------------------------------------------------------------------------------------
     def queue_for_index(self, ino: int) -> None:
         """Ask the indexer to look at `ino` again; part of the caller's unit of work, so never lost."""
-        IndexTables(self.db).enqueue(ino, _now())
+        self.index.enqueue(ino, _now())
+
+    # -- audit (fsck): every row, sealed material checked rather than trusted -------------------------------
+    def all_inodes(self) -> Iterator[InodeRow]:
+        return self._db.inodes_all()
+
+    def all_entries(self) -> Iterator[tuple[int, int, int, bool]]:
+        """(entry id, parent, inode, whether the sealed name authenticates) of every directory entry."""
+        for entry_id, parent, name, ino in self._db.dentries_all():
+            try:
+                self._env.open_name(parent, bytes(name))
+                authentic = True
+            except IntegrityError:
+                authentic = False
+            yield entry_id, parent, ino, authentic
+
+    def block_owners(self) -> Iterator[tuple[int, int]]:
+        """(inode, number of blocks) for every inode that owns stored blocks."""
+        return self._db.blocks_owners()
+
+    def stored_blocks(self, row: InodeRow) -> Iterator[tuple[int, bytes | None]]:
+        """(index, plaintext, or None when the block fails authentication) of each stored block of `row`."""
+        for idx, blob in self._db.blocks_of(row.id):
+            try:
+                yield idx, self._env.open_block(row.id, row.generation, idx, bytes(blob))
+            except IntegrityError:
+                yield idx, None
+
+    def xattrs_authentic(self, row: InodeRow) -> Iterator[bool]:
+        """Per stored extended attribute of `row`: whether its name and value authenticate."""
+        for xname, value in self._db.xattr_list(row.id):
+            try:
+                self._env.open_xattr_name(row.id, bytes(xname))
+                self._env.open_xattr_value(row.id, row.generation, bytes(xname), bytes(value))
+                yield True
+            except IntegrityError:
+                yield False
+
+    @property
+    def index(self) -> IndexStorage:
+        """The semantic index's tables and sealing, through this store's connection and keys."""
+        return IndexStorage(self._db, self._env)
 
     # -- whole-store figures --------------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        """Rows per kind (inodes, entries, blocks) and the bytes stored in blocks."""
+        return self._db.counts()
+
     def statvfs(self) -> os.statvfs_result:
-        return os.statvfs(os.path.dirname(os.path.abspath(self.db.path)))
+        return os.statvfs(os.path.dirname(os.path.abspath(self.path)))
 
     def ensure_space(self, nbytes: int) -> None:
         """ENOSPC unless `nbytes` of new data fits without touching the reserve.  New data takes its space
@@ -523,7 +597,7 @@ def _build(path: str, env: crypto.Envelope, block_size: int, wrapped: list[tuple
     """Write a complete, closed (checkpointed) new store at `path`."""
     try:
         db = Database(path, create=True)
-    except apsw.Error as e:
+    except StorageError as e:
         raise UserError(f"cannot create {path}: {e}") from None
     try:
         db.migrate()

@@ -128,7 +128,7 @@ class VFS:
 
     # -- helpers --------------------------------------------------------------------------------------------
     def _nlink_of(self, ino: int) -> int | None:
-        row = self.store.db.inode_get(ino)
+        row = self.store.find(ino)
         return None if row is None else row.nlink
 
     def _purge(self, ino: int) -> None:
@@ -493,7 +493,7 @@ class VFS:
         if start < 2:
             yield b"..", self.attr(self.store.get(row.parent or ROOT)), 2
         for entry_id, name, child in self.store.entries(ino, max(0, start - 3)):
-            child_row = self.store.db.inode_get(child)
+            child_row = self.store.find(child)
             if child_row is None:
                 log.error("integrity: directory %d entry %d points to missing inode %d", ino, entry_id, child)
                 continue

@@ -27,8 +27,12 @@ from .keyopts import with_key_options
 from .ui import parse_size
 
 
-def _tcti(creds: keys.Credentials) -> str:
-    return creds.tpm_tcti or tpm.default_tcti()
+def _write_secret(path: str, data: bytes, *, exclusive: bool = True) -> None:
+    """Write a secret file readable by its owner only (0600), never over an existing one when `exclusive`."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def _emit_json(data: Any) -> None:
@@ -101,9 +105,7 @@ def mkfs(store: str, passphrase_file: str | None, keyfile: str | None, recovery_
         slots.append(("passphrase", credentials.read_passphrase_file(passphrase_file)))
     if keyfile:
         if not os.path.exists(keyfile):
-            fd = os.open(keyfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(os.urandom(32))
+            _write_secret(keyfile, os.urandom(32))
             click.echo(f"clawfs: created keyfile {keyfile}; keep a copy somewhere safe", err=True)
         slots.append(("keyfile", credentials.read_keyfile(keyfile)))
     recovery_text = None
@@ -121,9 +123,7 @@ def mkfs(store: str, passphrase_file: str | None, keyfile: str | None, recovery_
     if agent_home:
         agent_cli.seed_new_store(store, slots)
     if recovery_key_file and recovery_text:
-        fd = os.open(recovery_key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(recovery_text + "\n")
+        _write_secret(recovery_key_file, (recovery_text + "\n").encode(), exclusive=False)
         click.echo(f"clawfs: recovery key written to {recovery_key_file}; store it offline", err=True)
     if as_json:
         _emit_json(read_info(store).__dict__)
@@ -191,7 +191,7 @@ def _run_fsck(st: Store, *, show_progress: bool) -> fsck_mod.Report:
         return fsck_mod.check(st)
     from .ui import Progress
 
-    total = st.db.counts()["blocks"]
+    total = st.counts()["blocks"]
     with Progress(transient=True) as bar:
         bar.start("verifying blocks", total)
         return fsck_mod.check(st, progress=lambda n: bar.advance("verifying blocks", n))
@@ -259,13 +259,7 @@ def key_add_tpm(store: str, creds: keys.Credentials, tpm_pcrs: str, tpm_pin: boo
     spec = _tpm_spec(creds.tpm_tcti, tpm_pcrs, tpm_pin, new_tpm_pin_file, tpm_rollback_protection)
     st = Store.open(store, creds, lock=False)
     try:
-        params, wrapped = tpm_slots.make_slot(st.env.master_key, st.env.store_id, pcrs=spec.pcrs, pin=spec.pin,
-                                              tcti=spec.tcti)
-        rollback = tpm_slots.enable(st.env, spec.tcti) if spec.rollback else {}
-        with st.transaction():
-            slot_id = st.db.slot_add(tpm_slots.KIND, params, wrapped)
-            for k, v in rollback.items():
-                st.db.meta_set(k, v)
+        slot_id = st.add_tpm_slot(spec)
         st.sync()
     finally:
         st.close()
@@ -298,17 +292,13 @@ def key_add(store: str, kind: str, creds: keys.Credentials, new_passphrase_file:
         secret, recovery_text = keys.new_recovery_key()
     st = Store.open(store, creds, lock=False)
     try:
-        params, wrapped = keys.make_slot(kind, secret, st.env.master_key, st.env.store_id, kdf)
-        with st.transaction():
-            slot_id = st.db.slot_add(kind, params, wrapped)
+        slot_id = st.add_key_slot(kind, secret, kdf)
         st.sync()
     finally:
         st.close()
     if recovery_text:
         if out:
-            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(recovery_text + "\n")
+            _write_secret(out, (recovery_text + "\n").encode())
         else:
             click.echo(recovery_text)
     click.echo(f"clawfs: added {kind} slot {slot_id}", err=True)
@@ -323,13 +313,12 @@ def key_remove(store: str, slot_id: int, creds: keys.Credentials) -> int:
     """Remove slot SLOT_ID (see `clawfs key list`), unlocking STORE with a key first."""
     st = Store.open(store, creds, lock=False)
     try:
-        slots = st.db.slots()
+        slots = st.key_slots()
         if slot_id not in {s.id for s in slots}:
             raise UserError(f"{store} has no key slot {slot_id} (see `clawfs key list {store}`)")
         if len(slots) == 1:
             raise UserError("refusing to remove the last key slot: the store could never be opened again")
-        with st.transaction():
-            st.db.slot_remove(slot_id)
+        st.remove_key_slot(slot_id)
         st.sync()
     finally:
         st.close()

@@ -139,9 +139,7 @@ def similar_via_store(store_path: str, creds: Credentials, path: str, k: int, pr
 
 def reindex(store: Store, embedder: str | None, *, show_progress: bool) -> int:
     """Drop the index, record the embedder, index every regular file (progress bar on a terminal)."""
-    from clawfs.db.index_tables import IndexTables
-
-    tables = IndexTables(store.db)
+    tables = store.index
     with store.transaction():
         name = embedder or tables.meta("embedder")
         tables.clear()

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from clawfs.db.index_tables import IndexTables
 from clawfs.errors import UserError
 from clawfs.index import engine
 from clawfs.index.embedder import HASHING_NAME
@@ -458,7 +457,7 @@ def indexed_store(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
         texts["lighthouse.md"] = LIGHTHOUSE
         core = engine.IndexCore.load(store, HASHING_NAME)
         with store.transaction():
-            tables = IndexTables(store.db)
+            tables = store.index
             tables.set_meta("hnsw_m", 12)
             tables.set_meta("hnsw_ef_construction", 100)
         for name, text in texts.items():
@@ -476,7 +475,7 @@ def indexed_store(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
 def _settings(path: Path) -> tuple[dict[str, int], tuple[int, int, int], list[bytes]]:
     store = Store.open(str(path), Credentials(passphrases=[PW]))
     try:
-        tables = IndexTables(store.db)
+        tables = store.index
         settings = {k: int(tables.meta(k) or v) for k, v in engine.SETTINGS.items()}
         core = engine.IndexCore.load(store)
         p = core.vectors.params

@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 from waiting import wait_for
 
-from clawfs.db.index_tables import IndexTables
 from clawfs.index import chunker, embedder, engine
 from clawfs.index.embedder import HASHING_NAME, EmbedderUnavailable, HashingEmbedder, Vectors
 from clawfs.index.engine import IndexCore
@@ -84,7 +83,7 @@ def write(vfs: VFS, name: str, text: str) -> int:
 
 def drain(store: Store, core: IndexCore, max_chunks: int = engine.GROUP_CHUNKS) -> list[int]:
     """Index the whole queue the indexer's way; the size of each group."""
-    tables, groups = IndexTables(store.db), []
+    tables, groups = store.index, []
     while batch := tables.queued(time.time_ns(), GROUP_FILES):
         groups.append(len(engine.index_files(store, core, batch, max_chunks=max_chunks)))
     return groups
@@ -93,7 +92,7 @@ def drain(store: Store, core: IndexCore, max_chunks: int = engine.GROUP_CHUNKS) 
 def state(store: Store) -> tuple[dict[int, list[tuple[int, int, int]]], list[int]]:
     """Each indexed file's chunks (seq, start, end), and the sorted reference counts of the stored vectors;
     checks that every chunk's vector exists and every count matches the chunks that use it."""
-    conn = store.db.conn
+    conn = store._db.conn
     chunks: dict[int, list[tuple[int, int, int]]] = {}
     for ino, seq, start, end in conn.execute("SELECT ino, seq, start, end FROM chunks ORDER BY ino, seq"):
         chunks.setdefault(ino, []).append((seq, start, end))
@@ -133,7 +132,7 @@ def test_small_files_share_model_batches_and_index_as_one_at_a_time(tmp_path: Pa
         assert len(other_core.vectors) == len(core.vectors) == 40
     finally:
         other.close()
-    assert IndexTables(store.db).counts()["pending"] == 0
+    assert store.index.counts()["pending"] == 0
 
 
 def test_a_vector_one_file_drops_and_another_takes_up_in_the_same_group(store: Store) -> None:
@@ -145,7 +144,7 @@ def test_a_vector_one_file_drops_and_another_takes_up_in_the_same_group(store: S
     write(vfs, "a.md", a_only + "\n")  # a lets go of `shared` ...
     b = write(vfs, "b.md", shared + "\n")  # ... which b now holds: same group, a first
     recorder.batches.clear()
-    tables = IndexTables(store.db)
+    tables = store.index
     assert [i for i, _ in tables.queued(time.time_ns(), GROUP_FILES)] == [a, b]
     assert drain(store, core, max_chunks=1000) == [2]
     assert recorder.batches == [[a_only]], "only the new paragraph is embedded: shared kept its stored vector"
@@ -159,7 +158,7 @@ def test_a_group_stops_at_its_chunk_budget_and_the_rest_stays_queued(store: Stor
     for i in range(6):
         write(vfs, f"n{i}.md", paragraph(10 + i) + "\n")
     core, _ = core_of(store)
-    tables = IndexTables(store.db)
+    tables = store.index
     batch = tables.queued(time.time_ns(), GROUP_FILES)
     assert len(engine.index_files(store, core, batch, max_chunks=2)) == 2
     assert tables.counts()["pending"] == 4
@@ -171,7 +170,7 @@ def test_files_commit_as_their_batches_finish_and_an_interruption_keeps_them(sto
     for i in range(40):
         write(vfs, f"n{i:02d}.md", paragraph(20 + i) + "\n")
     core, recorder = core_of(store)
-    tables = IndexTables(store.db)
+    tables = store.index
     with pytest.raises(engine.Interrupted):
         engine.index_files(store, core, tables.queued(time.time_ns(), GROUP_FILES), stop=lambda: True)
     assert tables.counts() == {"files": 0, "chunks": 0, "vectors": 0, "pending": 40}
@@ -226,7 +225,7 @@ def test_indexer_thread_sees_late_commits_and_skips_only_the_bad_file(
         # when this commit lands.
         wait_for(lambda: any(answered[seen:]), timeout=WAIT, what="the indexer to look at the queue after the writes")
         vfs.commit_pending()
-        tables = IndexTables(store.db)
+        tables = store.index
         wait_for(lambda: tables.counts()["pending"] == 0, timeout=WAIT, what="the queue to drain")
         counts = tables.counts()
         assert counts["files"] == 5 and counts["chunks"] == 5, counts
@@ -237,7 +236,7 @@ def test_indexer_thread_sees_late_commits_and_skips_only_the_bad_file(
         store.close()
     check = Store.open(str(path), Credentials(passphrases=[PW]))
     try:
-        assert IndexTables(check.db).meta("snapshot") is not None, "snapshot saved at stop"
+        assert check.index.meta("snapshot") is not None, "snapshot saved at stop"
         assert len(IndexCore.load(check).vectors) == 5
         assert np.isfinite(IndexCore.load(check).vectors.search(HashingEmbedder().embed(["x"])[0], 1)[0][1])
     finally:
@@ -265,7 +264,7 @@ def test_a_model_that_cannot_load_leaves_the_queue_for_the_next_mount(tmp_path: 
         indexer.start()
         wait_for(lambda: not indexer._thread.is_alive(), timeout=WAIT, what="the indexer to give up")
         indexer.stop()
-        assert IndexTables(store.db).counts()["pending"] == 3 and indexer.errors == 0
+        assert store.index.counts()["pending"] == 3 and indexer.errors == 0
         assert not broken.batches
     finally:
         store.close()

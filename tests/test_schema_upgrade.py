@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from clawfs.db import database, schema
-from clawfs.db.index_tables import IndexTables
 from clawfs.errors import UserError
 from clawfs.keys import Credentials
 from clawfs.store import ROOT, Store
@@ -53,13 +52,13 @@ def test_v3_store_upgrades_to_rowid_index_meta(tmp_path: Path, monkeypatch: pyte
 
     store = Store.open(str(path), Credentials(passphrases=[PW]))
     try:
-        assert store.db.schema_version() == schema.LATEST == 4
-        assert "WITHOUT ROWID" not in table_sql(store.db, "index_meta")
-        tables = IndexTables(store.db)
+        assert store._db.schema_version() == schema.LATEST == 4
+        assert "WITHOUT ROWID" not in table_sql(store._db, "index_meta")
+        tables = store.index
         assert tables.meta("snapshot") == BIG
         assert tables.meta("embedder") == "hashing-384"
         assert tables.meta("absent") is None
-        applied = [r[0] for r in store.db.conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+        applied = [r[0] for r in store._db.conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
         assert applied == [1, 2, 3, 4]
         vfs = VFS(store)
         fh, attr = vfs.create(ROOT, b"after-upgrade.txt", 0o100644, os.O_RDWR, CTX)

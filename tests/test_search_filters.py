@@ -45,7 +45,7 @@ def indexed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Router, 
     Store.create(path, [("passphrase", PW)], block_size=4096)
     store = Store.open(path, Credentials(passphrases=[PW]))
     core = IndexCore.load(store, "hashing-384")
-    searches = _SearchConnection(path, store.env.master_key)
+    searches = _SearchConnection(path, store._env.master_key)
     vfs = Router(VFS(store), _control_tree(store, core, searches))
     inos = vfs_write_tree(vfs, FILES)
     engine.index_files(store, core, [(ino, None) for ino in inos.values()])

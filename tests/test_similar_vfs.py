@@ -132,7 +132,7 @@ def indexed(tmp_path: Path) -> Iterator[tuple[Router, dict[bytes, int]]]:
     Store.create(path, [("passphrase", PW)], block_size=4096)
     store = Store.open(path, Credentials(passphrases=[PW]))
     core = IndexCore.load(store, "hashing-384")
-    vfs = Router(VFS(store), _control_tree(store, core, _SearchConnection(path, store.env.master_key)))
+    vfs = Router(VFS(store), _control_tree(store, core, _SearchConnection(path, store._env.master_key)))
     inos = vfs_write_tree(vfs, {**NOTES, b"empty.md": b""})
     for ino in inos.values():
         engine.index_file(store, core, ino)

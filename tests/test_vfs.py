@@ -130,7 +130,7 @@ def test_rename_replaces_and_purges_target(vfs: VFS) -> None:
     vfs.rename(ROOT, b"a", ROOT, b"b")
     assert vfs.lookup(ROOT, b"b").ino == a
     vfs.forget([(b, 1)])  # the kernel drops its reference: now the old inode goes
-    assert vfs.store.db.inode_get(b) is None
+    assert vfs.store.find(b) is None
 
 
 def test_unlink_while_open_keeps_data_until_last_close(vfs: VFS) -> None:
@@ -140,9 +140,9 @@ def test_unlink_while_open_keeps_data_until_last_close(vfs: VFS) -> None:
     vfs.write(fh, 4, b"more")
     assert vfs.read(fh, 0, 100) == b"datamore"
     vfs.forget([(ino, 1)])
-    assert vfs.store.db.inode_get(ino) is not None  # still open
+    assert vfs.store.find(ino) is not None  # still open
     vfs.release(fh)
-    assert vfs.store.db.inode_get(ino) is None
+    assert vfs.store.find(ino) is None
 
 
 def test_orphans_purged_at_mount(vfs: VFS) -> None:
@@ -150,7 +150,7 @@ def test_orphans_purged_at_mount(vfs: VFS) -> None:
     vfs.unlink(ROOT, b"f")
     fresh = VFS(vfs.store)  # a new mount after a crash: no kernel references survive
     assert fresh.purge_orphans() == 1
-    assert vfs.store.db.inode_get(ino) is None
+    assert vfs.store.find(ino) is None
 
 
 def test_hard_links(vfs: VFS) -> None:

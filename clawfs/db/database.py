@@ -39,6 +39,35 @@ INODE_COLUMNS = (
 FLAG_SECRET = 1  # inodes.flags: a secret (or a directory of secrets); see clawfs/home.py
 
 
+class StorageError(Exception):
+    """SQLite failed under a unit of work; apsw's exceptions never leave this package (the store maps these)."""
+
+
+class DiskFull(StorageError):
+    """The filesystem holding the store is full."""
+
+
+class DiskIOError(StorageError):
+    """An I/O error other than a full disk."""
+
+
+class Locked(StorageError):
+    """Another connection held the store past the busy timeout."""
+
+
+@contextlib.contextmanager
+def storage_errors() -> Iterator[None]:
+    """apsw's full-disk, I/O and busy errors as this package's own."""
+    try:
+        yield
+    except apsw.FullError as e:
+        raise DiskFull(str(e)) from None
+    except apsw.IOError as e:
+        raise (DiskFull if "full" in str(e).lower() else DiskIOError)(str(e)) from None
+    except apsw.BusyError as e:
+        raise Locked(str(e)) from None
+
+
 @dataclass
 class InodeRow:
     id: int
@@ -91,7 +120,13 @@ class Database:
         except (apsw.NotADBError, apsw.CorruptError):
             raise NotAStore(f"{path} is not a ClawFS store (not an SQLite database)") from None
         except apsw.CantOpenError:
+            if create:
+                raise StorageError(f"cannot open {path}") from None
             raise NotAStore(f"cannot open {path}: no such store (create one with `clawfs mkfs {path}`)") from None
+        except apsw.Error as e:
+            if create:
+                raise StorageError(str(e)) from None
+            raise
         if str(mode).lower() != "wal":
             raise NotAStore(f"{path}: cannot switch the store to WAL mode (journal_mode is {mode})")
         self._execute("PRAGMA synchronous = NORMAL")
@@ -103,12 +138,16 @@ class Database:
         """When True, units of work accumulate in one transaction until commit_batch (see Store.batch_commits)."""
 
     def close(self) -> None:
-        with contextlib.suppress(apsw.Error):
+        with contextlib.suppress(apsw.Error, StorageError):
             self.commit_batch()
         if self._checkpointer is not None:
             self._checkpointer.stop()
         with contextlib.suppress(apsw.Error):
             self._execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.conn.close()
+
+    def disconnect(self) -> None:
+        """Close the connection only (no commit, no checkpoint): for a store opened just to look at it."""
         self.conn.close()
 
     def checkpoint_in_background(self) -> None:
@@ -135,26 +174,35 @@ class Database:
         Transactions begin IMMEDIATE: with two connections on one store (the mount's and its indexer's), a
         deferred transaction that read first could not upgrade to writing after the other one committed
         (SQLITE_BUSY_SNAPSHOT, which no busy timeout retries); taking the write lock up front waits instead."""
-        own = not self.conn.in_transaction
-        if own:
-            self._execute("BEGIN IMMEDIATE")
-        try:
-            with self.conn:
-                yield
-        except BaseException:
-            if own and not self.batching and self.conn.in_transaction:
-                self._execute("ROLLBACK")
-            raise
-        if own and not self.batching:
-            self._execute("COMMIT")
+        with storage_errors():
+            own = not self.conn.in_transaction
+            if own:
+                self._execute("BEGIN IMMEDIATE")
+            try:
+                with self.conn:
+                    yield
+            except BaseException:
+                if own and not self.batching and self.conn.in_transaction:
+                    self._execute("ROLLBACK")
+                raise
+            if own and not self.batching:
+                self._execute("COMMIT")
+
+    def in_transaction(self) -> bool:
+        return bool(self.conn.in_transaction)
 
     def commit_batch(self) -> None:
         """Commit the open batch (group commit): many requests, one WAL append of each page they dirtied."""
         if self.conn.in_transaction:
-            self._execute("COMMIT")
+            with storage_errors():
+                self._execute("COMMIT")
 
     def durable_commit(self) -> None:
         """Make everything committed so far survive a power cut (what fsync promises)."""
+        with storage_errors():
+            self._durable_commit()
+
+    def _durable_commit(self) -> None:
         self.commit_batch()
         self._execute("PRAGMA synchronous = FULL")
         try:
@@ -303,10 +351,6 @@ class Database:
             return True
         self._execute("UPDATE blocks SET data = ? WHERE ino = ? AND idx = ?", (data, ino, idx))
         return False
-
-    def block_delete(self, ino: int, idx: int) -> bool:
-        self._execute("DELETE FROM blocks WHERE ino = ? AND idx = ?", (ino, idx))
-        return self.conn.changes() > 0
 
     def blocks_delete_from(self, ino: int, first: int) -> int:
         self._execute("DELETE FROM blocks WHERE ino = ? AND idx >= ?", (ino, first))

@@ -13,7 +13,6 @@ class IndexTables:
     """Typed access to the index tables through one store connection."""
 
     def __init__(self, db: Database) -> None:
-        self.db = db
         self.conn = db.conn
 
     # -- queue ----------------------------------------------------------------------------------------------
@@ -89,9 +88,6 @@ class IndexTables:
     def add_vector(self, digest: bytes, sealed: bytes) -> int:
         self.conn.execute("INSERT INTO vectors (digest, refs, data) VALUES (?, 1, ?)", (digest, sealed))
         return int(self.conn.last_insert_rowid())
-
-    def set_vector_data(self, vector_id: int, sealed: bytes) -> None:
-        self.conn.execute("UPDATE vectors SET data = ? WHERE id = ?", (sealed, vector_id))
 
     def ref_vector(self, vector_id: int, delta: int) -> int:
         """Change a vector's reference count; returns the new count (0: the vector was deleted)."""

@@ -27,8 +27,8 @@ import numpy.typing as npt
 
 from .. import home
 from ..db import InodeRow
-from ..db.index_tables import IndexTables
 from ..errors import IntegrityError, UserError
+from ..index_storage import IndexStorage
 from ..store import ROOT, Store
 from . import chunker, tokens
 from .embedder import DEFAULT_EMBEDDER, Embedder, get_embedder, torch_threads
@@ -92,7 +92,7 @@ class IndexCore:
 
     def load_vectors(self, store: Store) -> None:
         try:
-            self._vectors, self.snapshot_stale = _load_vectors(store, IndexTables(store.db), self.embedder.dim,
+            self._vectors, self.snapshot_stale = _load_vectors(store, store.index, self.embedder.dim,
                                                                self.settings)
         except Exception as e:
             self._load_error = str(e)
@@ -110,7 +110,7 @@ class IndexCore:
     @classmethod
     def open(cls, store: Store, embedder_name: str | None = None) -> IndexCore:
         """Open the index of `store` (which must be writable the first time, to record the embedder)."""
-        tables = IndexTables(store.db)
+        tables = store.index
         configured = tables.meta("embedder")
         name = embedder_name or configured or DEFAULT_EMBEDDER
         if configured and name != configured:
@@ -122,14 +122,14 @@ class IndexCore:
                 tables.set_meta("embedder", name)
                 tables.set_meta("dim", embedder.dim)
         settings = {k: int(tables.meta(k) or v) for k, v in SETTINGS.items()}
-        return cls(embedder, tokens.Blinder(store.env.token_key), settings)
+        return cls(embedder, tokens.Blinder(store.index.token_key), settings)
 
 
 def _vector_of(store: Store, digest: bytes, sealed: bytes) -> npt.NDArray[np.float32]:
-    return np.frombuffer(store.env.open_vector(bytes(digest), bytes(sealed)), dtype=np.float32)
+    return np.frombuffer(store.index.open_vector(digest, sealed), dtype=np.float32)
 
 
-def _load_vectors(store: Store, tables: IndexTables, dim: int,
+def _load_vectors(store: Store, tables: IndexStorage, dim: int,
                   settings: dict[str, int]) -> tuple[VectorIndex, bool]:
     """The snapshot brought up to date with the vectors table, or a rebuild from stored vectors; and whether
     the stored snapshot is out of date."""
@@ -137,8 +137,9 @@ def _load_vectors(store: Store, tables: IndexTables, dim: int,
     blob = tables.meta("snapshot")
     if blob is not None:
         try:
-            index = VectorIndex.from_bytes(store.env.open_snapshot(bytes(blob)), ef=settings["hnsw_ef"],
-                                           exact_below=settings["exact_below"])
+            image = tables.snapshot()
+            assert image is not None
+            index = VectorIndex.from_bytes(image, ef=settings["hnsw_ef"], exact_below=settings["exact_below"])
         except (IntegrityError, SnapshotError) as e:
             log.warning("index snapshot unusable (%s); rebuilding it from the stored vectors", e)
     live = tables.vector_ids()
@@ -169,16 +170,15 @@ def _params(dim: int, settings: dict[str, int]) -> IndexParams:
 
 
 def save_snapshot(store: Store, core: IndexCore) -> None:
-    tables = IndexTables(store.db)
-    sealed = store.env.seal_snapshot(core.vectors.to_bytes())
+    image = core.vectors.to_bytes()
     with store.transaction():
-        tables.set_meta("snapshot", sealed)
+        store.index.save_snapshot(image)
 
 
 # -- indexing one file ------------------------------------------------------------------------------------------
 def _file_text(store: Store, ino: int) -> tuple[int, str | None]:
     """(generation, indexable text or None) of a live regular file; (0, None) when gone or not a file."""
-    row = store.db.inode_get(ino)
+    row = store.find(ino)
     if row is None or row.nlink == 0 or not stat.S_ISREG(row.mode):
         return 0, None
     if home.is_secret(row.flags):
@@ -217,7 +217,7 @@ def _read_and_chunk(store: Store, core: IndexCore, ino: int, queued_ns: int | No
     pieces = [] if text is None else chunker.chunk_text(
         text, max_tokens=core.embedder.chunk_tokens, overlap_tokens=core.embedder.overlap_tokens,
         count_tokens=core.embedder.count_tokens)
-    digests = [store.env.digest(p.text.encode("utf-8", "surrogatepass")) for p in pieces]
+    digests = [store.index.digest(p.text.encode("utf-8", "surrogatepass")) for p in pieces]
     return _Pending(ino, queued_ns, generation, text, pieces, digests)
 
 
@@ -225,7 +225,7 @@ def _read_group(store: Store, core: IndexCore, files: Sequence[tuple[int, int | 
                 max_chunks: int) -> tuple[list[_Pending], dict[bytes, int | None], dict[bytes, str]]:
     """The first files holding about `max_chunks` new chunks (at least one file); each digest's stored vector
     id (None: new); the text of each new digest."""
-    tables = IndexTables(store.db)
+    tables = store.index
     group: list[_Pending] = []
     known: dict[bytes, int | None] = {}
     texts: dict[bytes, str] = {}
@@ -254,7 +254,7 @@ def _plan(group: list[_Pending], texts: dict[bytes, str], size: int) -> list[lis
 def _hands_over(store: Store, group: list[_Pending], known: dict[bytes, int | None]) -> bool:
     """Does a file of the group drop a vector another file of it takes up?  Then the group commits in one
     transaction, which adds every new chunk before dropping any old one: that vector never reaches 0 refs."""
-    tables = IndexTables(store.db)
+    tables = store.index
     users: dict[int, set[int]] = {}
     for p in group:
         for d in p.digests:
@@ -320,7 +320,7 @@ def _commit_rows(store: Store, core: IndexCore, files: list[_Pending], known: di
                  vectors: dict[bytes, npt.NDArray[np.float32]]) -> tuple[dict[int, npt.NDArray[np.float32]],
                                                                         list[int]]:
     """The transaction of `_commit`; returns the vectors it added (by id) and the ids it dropped."""
-    tables = IndexTables(store.db)
+    tables = store.index
     added: dict[int, npt.NDArray[np.float32]] = {}
     dropped: list[int] = []
     with store.transaction():
@@ -330,7 +330,7 @@ def _commit_rows(store: Store, core: IndexCore, files: list[_Pending], known: di
                 vid = known[digest]
                 if vid is None:
                     vec = vectors[digest]
-                    vid = known[digest] = tables.add_vector(digest, store.env.seal_vector(digest, vec.tobytes()))
+                    vid = known[digest] = tables.add_sealed_vector(digest, vec.tobytes())
                     added[vid] = vec
                 elif tables.ref_vector(vid, +1) <= 1:
                     raise RuntimeError(f"vector {vid} vanished while indexing (a second index writer?)")
@@ -360,7 +360,7 @@ class _Files:
     """Which files a search may return (under `prefix`; earlier versions only if `versions`), each file's path
     looked up once.  `dropped` says whether any candidate was refused (filtered out, or gone since)."""
 
-    def __init__(self, store: Store, tables: IndexTables, prefix: bytes | None, *, versions: bool) -> None:
+    def __init__(self, store: Store, tables: IndexStorage, prefix: bytes | None, *, versions: bool) -> None:
         self.store, self.tables, self.versions = store, tables, versions
         self.prefix = prefix.strip(b"/") + b"/" if prefix and prefix.strip(b"/") else None
         self.dropped = False
@@ -390,7 +390,7 @@ def search(store: Store, core: IndexCore, query: str, k: int = 10, path_prefix: 
     A search confined to a path that holds at most SCOPE_CHUNKS chunks ranks those chunks alone, exactly
     (`_scope`): the answer a store of those files alone would give, however far down the whole store's rankings
     they lie.  A wider one filters the whole store's rankings (`_dig`)."""
-    tables = IndexTables(store.db)
+    tables = store.index
     match = core.blinder.query(query)
     files = _Files(store, tables, path_prefix,
                    versions=bool(path_prefix and home.is_version(path_prefix.rstrip(b"/") + b"/")))
@@ -414,7 +414,7 @@ def search(store: Store, core: IndexCore, query: str, k: int = 10, path_prefix: 
 _TEXT_SIDE = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="clawfs-search-text")
 
 
-def _text_side(store: Store, tables: IndexTables, files: _Files,
+def _text_side(store: Store, tables: IndexStorage, files: _Files,
                match: str) -> tuple[list[tuple[int, int, int]] | None, list[int]]:
     """A search's path scope (`_scope`) and its first BM25 ranking: of the scope's chunks, else of the whole
     store, CANDIDATES deep."""
@@ -426,7 +426,7 @@ def _text_side(store: Store, tables: IndexTables, files: _Files,
     return scope, tables.bm25_among(match, {cid for _, cid, _ in scope}, CANDIDATES)
 
 
-def _dig(store: Store, core: IndexCore, tables: IndexTables, files: _Files, query: npt.NDArray[np.float32],
+def _dig(store: Store, core: IndexCore, tables: IndexStorage, files: _Files, query: npt.NDArray[np.float32],
          match: str, k: int, text: list[int]) -> list[Hit]:
     """The k best files of the whole store's rankings (BM25's first CANDIDATES: `text`) that `files` keeps.
     When the filter leaves fewer than k and candidates were refused, dig deeper (x4 per round, up to
@@ -444,7 +444,7 @@ def _dig(store: Store, core: IndexCore, tables: IndexTables, files: _Files, quer
     return hits
 
 
-def _scope(store: Store, tables: IndexTables, files: _Files, limit: int) -> list[tuple[int, int, int]] | None:
+def _scope(store: Store, tables: IndexStorage, files: _Files, limit: int) -> list[tuple[int, int, int]] | None:
     """(file, chunk id, vector id) of every chunk under `files.prefix` in a file the search may return; None
     when there is no prefix, or more than `limit` chunks under it.  Walked by inode numbers, no name decrypted
     on the way down: an earlier-versions directory is found by looking its name up."""
@@ -482,7 +482,7 @@ def _scoped_candidates(core: IndexCore, scope: list[tuple[int, int, int]], query
     return [vec, text], {cid: -neg for neg, cid in ranked[:CANDIDATES]}
 
 
-def _candidates(core: IndexCore, tables: IndexTables, query: npt.NDArray[np.float32], match: str,
+def _candidates(core: IndexCore, tables: IndexStorage, query: npt.NDArray[np.float32], match: str,
                 n: int, text: list[int] | None = None) -> tuple[list[list[int]], dict[int, float], list[bool]]:
     """The vector and BM25 rankings of chunks, `n` deep each (BM25's: `text` if already read), the vector
     side's similarities, and for each side whether it holds every candidate there is."""
@@ -492,7 +492,7 @@ def _candidates(core: IndexCore, tables: IndexTables, query: npt.NDArray[np.floa
     return [vec, text], similarity, [vec_done, len(text) < n]
 
 
-def _vector_candidates(core: IndexCore, tables: IndexTables, query: npt.NDArray[np.float32],
+def _vector_candidates(core: IndexCore, tables: IndexStorage, query: npt.NDArray[np.float32],
                        n: int) -> tuple[list[int], dict[int, float], bool]:
     """The chunks of the `n` nearest vectors at MIN_SIMILARITY or more (copies of a text share a vector: each
     copy is a candidate), their similarities, and whether there are no more to find."""
@@ -508,7 +508,7 @@ def _vector_candidates(core: IndexCore, tables: IndexTables, query: npt.NDArray[
     return chunks, similarity, len(found) < n
 
 
-def _fuse(store: Store, tables: IndexTables, files: _Files, rankings: list[list[int]],
+def _fuse(store: Store, tables: IndexStorage, files: _Files, rankings: list[list[int]],
           similarity: dict[int, float], k: int) -> list[Hit]:
     """The first k files of the chunk rankings fused by RRF, each at its best chunk, those `files` refuses left
     out."""
@@ -543,12 +543,12 @@ SIMILAR_CHUNKS = 32
 
 def lookup_path(store: Store, path: bytes) -> InodeRow | None:
     """The inode at `path` (relative to the root, '/'-separated, symlinks not followed), or None."""
-    row = store.db.inode_get(ROOT)
+    row = store.find(ROOT)
     for name in (n for n in path.split(b"/") if n and n != b"."):
         if row is None or not stat.S_ISDIR(row.mode):
             return None
         ino = store.lookup(row.id, name)
-        row = None if ino is None else store.db.inode_get(ino)
+        row = None if ino is None else store.find(ino)
     return row
 
 
@@ -566,7 +566,7 @@ def similar(store: Store, core: IndexCore, ino: int, k: int = 10,
     versions of files (clawfs/home.py) are left out, unless `ino` is one itself.  When the filter leaves fewer
     than k files, each chunk asks for 4x more neighbours, up to MAX_CANDIDATES (as `search` digs); under a path
     of at most SCOPE_CHUNKS chunks, each chunk is compared with all of them instead (as `search` does)."""
-    tables = IndexTables(store.db)
+    tables = store.index
     own = [vid for _, vid in tables.chunks_of(ino)]
     if not own:
         return None
@@ -589,7 +589,7 @@ def similar(store: Store, core: IndexCore, ino: int, k: int = 10,
         n = min(4 * n, len(core.vectors), MAX_CANDIDATES)
 
 
-def _best_files(store: Store, tables: IndexTables, files: _Files, best: dict[int, list[float]],
+def _best_files(store: Store, tables: IndexStorage, files: _Files, best: dict[int, list[float]],
                 where: dict[int, tuple[float, int]], k: int) -> list[Hit]:
     """The k files of `best` with the highest mean match, those `files` refuses left out."""
     hits: list[Hit] = []
@@ -605,7 +605,7 @@ def _best_files(store: Store, tables: IndexTables, files: _Files, best: dict[int
     return hits
 
 
-def _neighbour_files(tables: IndexTables, core: IndexCore, ino: int, queries: npt.NDArray[np.float32],
+def _neighbour_files(tables: IndexStorage, core: IndexCore, ino: int, queries: npt.NDArray[np.float32],
                      n: int) -> tuple[dict[int, list[float]], dict[int, tuple[float, int]], bool]:
     """For every other file among the `n` nearest chunks of any query: its best similarity per query, and its
     best (similarity, chunk id) overall; and whether a deeper look could find more (a query's `n` neighbours
@@ -654,7 +654,7 @@ def _stored_vector(store: Store, core: IndexCore, vid: int) -> npt.NDArray[np.fl
     added it to the in-memory index."""
     vec = core.vectors.vector(vid)
     if vec is None:
-        data = IndexTables(store.db).vector_data(vid)
+        data = store.index.vector_data(vid)
         if data is None:
             raise IntegrityError(f"vector {vid} of an indexed chunk is missing")
         vec = _vector_of(store, *data)
@@ -664,7 +664,7 @@ def _stored_vector(store: Store, core: IndexCore, vid: int) -> npt.NDArray[np.fl
 def status(store: Store, core: IndexCore | None, off: str | None = None) -> dict[str, Any]:
     """`.clawfs/status`: what is indexed and pending, and whether search works (`index_off`: why a mount has
     no index; `model`: the embedder's state, "failed: ..." naming the problem and the fix)."""
-    tables = IndexTables(store.db)
+    tables = store.index
     counts = tables.counts()
     if core is not None:  # read after the queue: a file leaves the queue before its vectors reach memory
         counts["pending"] += core.committing

@@ -22,7 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 from kernel.process import lower_thread_priority
 
-from ..db.index_tables import IndexTables
 from ..errors import Busy, UserError
 from ..keys import Credentials
 from ..store import FLUSH_INTERVAL, Store
@@ -74,7 +73,7 @@ class Indexer:
         try:
             if not self._get_ready(store):
                 return
-            tables = IndexTables(store.db)
+            tables = store.index
             while not self._stopping:
                 self._wake.clear()  # before draining: a notify from now on cuts the wait below short
                 stalled = not self._drain(store)
@@ -126,7 +125,7 @@ class Indexer:
 
     def _drain(self, store: Store) -> bool:
         """Index every ready file; False when it had to stop early (unmount, busy store)."""
-        tables = IndexTables(store.db)
+        tables = store.index
         while not self._stopping:
             ready = tables.queued(time.time_ns() - int(DEBOUNCE * 1e9), GROUP_FILES)
             if not ready:
@@ -153,7 +152,7 @@ class Indexer:
             self.errors += 1
             log.error("indexing inode %d failed (%s); skipped until it changes again", ino, e)
             with store.transaction():
-                IndexTables(store.db).dequeue(ino, queued_ns)
+                store.index.dequeue(ino, queued_ns)
             self._changes += 1
             return True
 

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from clawfs.db.index_tables import IndexTables
 from clawfs.errors import FsError, NoSpace, UserError
 from clawfs.index.embedder import DEFAULT_EMBEDDER
 from clawfs.keys import Credentials
@@ -273,7 +272,7 @@ def _embeddings(source: Source, store: Store | None) -> dict[str, Any]:
     dims = source.embedding_dims()
     name = DEFAULT_EMBEDDER
     if store is not None:
-        name = IndexTables(store.db).meta("embedder") or DEFAULT_EMBEDDER
+        name = store.index.meta("embedder") or DEFAULT_EMBEDDER
     return {"source_dimension": dims, "store_embedder": name, "action": "re-embed",
             "why": ("IronClaw does not record its embedding model in the database, and its 800-word chunks "
                     "exceed all-MiniLM-L6-v2's 256-token window, so its vectors cannot stand for ClawFS chunks; "

@@ -22,13 +22,12 @@ if TYPE_CHECKING:
 def store_dataset(path: str, creds: Credentials, *, seed: int = SEED, progress: Progress | None = None,
                   ) -> Dataset:
     """The vectors of a store's index, decrypted in memory only (the store may be mounted: read-only access)."""
-    from clawfs.db.index_tables import IndexTables
     from clawfs.store import Store
 
     progress = progress or NO_PROGRESS
     store = Store.open(path, creds, readonly=True, lock=False)
     try:
-        tables = IndexTables(store.db)
+        tables = store.index
         embedder, count = tables.meta("embedder"), tables.counts()["vectors"]
         if embedder is None or not count:
             raise UserError(f"{path} has no index yet: mount it (files are indexed as they are written) or run "
@@ -38,7 +37,7 @@ def store_dataset(path: str, creds: Credentials, *, seed: int = SEED, progress: 
         progress.start(task, count, f"decrypting {count:,} vectors")
         rows: list[F32] = []
         for _, digest, sealed in tables.vectors():
-            rows.append(np.frombuffer(store.env.open_vector(bytes(digest), bytes(sealed)), dtype=np.float32))
+            rows.append(np.frombuffer(store.index.open_vector(digest, sealed), dtype=np.float32))
             if len(rows) % 1024 == 0:
                 progress.advance(task, 1024)
         progress.finish(task)
@@ -54,12 +53,11 @@ def read_store(path: str, creds: Credentials, *, vectors: bool, seed: int = SEED
     """The store's index settings, and (with `vectors`) its vectors; refuses a store with no index."""
     if vectors:
         return store_dataset(path, creds, seed=seed, progress=progress)
-    from clawfs.db.index_tables import IndexTables
     from clawfs.store import Store
 
     store = Store.open(path, creds, readonly=True, lock=False)
     try:
-        tables = IndexTables(store.db)
+        tables = store.index
         embedder, dim = tables.meta("embedder"), tables.meta("dim")
         if embedder is None or not tables.counts()["vectors"]:
             raise UserError(f"{path} has no index yet: mount it (files are indexed as they are written) or run "
@@ -101,7 +99,6 @@ def apply_setting(path: str, creds: Credentials, setting: dict[str, Any], progre
     """Write M / ef_construction / ef into the store's index_meta (one transaction), rebuild the graph
     (`IndexCore.load` rebuilds when M or ef_construction changed) and save its encrypted snapshot.  Should this
     stop half-way, the next mount sees the new settings and rebuilds by itself."""
-    from clawfs.db.index_tables import IndexTables
     from clawfs.index import engine
     from clawfs.index.embedder import get_embedder
     from clawfs.store import Store
@@ -111,7 +108,7 @@ def apply_setting(path: str, creds: Credentials, setting: dict[str, Any], progre
     except StoreBusy:
         raise _busy(path) from None
     try:
-        tables = IndexTables(store.db)
+        tables = store.index
         name, count = tables.meta("embedder"), tables.counts()["vectors"]
         if name is None or not count:
             raise UserError(f"{path} has no index yet: nothing to apply the setting to")
