@@ -12,6 +12,13 @@ from pathlib import Path
 from typing import Any
 
 _daily_lock = threading.Lock()  # turns of different threads append to the same daily log
+_made: set[Path] = set()  # folders known to exist: a mkdir through FUSE costs a round trip even when it exists
+
+
+def _ensure_dir(d: Path) -> None:
+    if d not in _made:
+        d.mkdir(parents=True, exist_ok=True)
+        _made.add(d)
 
 
 def conversation_path(home: Path, channel: str, thread: str) -> Path:
@@ -25,10 +32,9 @@ def record(role: str, content: Any) -> dict[str, Any]:
 
 def append_messages(home: Path, channel: str, thread: str, records: list[dict[str, Any]]) -> None:
     path = conversation_path(home, channel, thread)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _ensure_dir(path.parent)
     data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    with open(path, "a") as f:
-        f.write(data)
+    _append(path, data)
 
 
 def history(home: Path, channel: str, thread: str) -> list[dict[str, Any]]:
@@ -55,6 +61,17 @@ def daily_path(home: Path, day: dt.date | None = None) -> Path:
 
 def append_daily(home: Path, text: str) -> None:
     path = daily_path(home)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _daily_lock, open(path, "a") as f:
-        f.write(text if text.endswith("\n") else text + "\n")
+    _ensure_dir(path.parent)
+    with _daily_lock:
+        _append(path, text if text.endswith("\n") else text + "\n")
+
+
+def _append(path: Path, data: str) -> None:
+    try:
+        with open(path, "a") as f:
+            f.write(data)
+    except FileNotFoundError:  # the folder was removed since it was made: make it again
+        _made.discard(path.parent)
+        _ensure_dir(path.parent)
+        with open(path, "a") as f:
+            f.write(data)
