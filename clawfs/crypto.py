@@ -97,6 +97,38 @@ def unwrap_key(kek: bytes, wrapped: bytes, store_id: bytes, kind: str) -> bytes 
         return None
 
 
+class PrefixedMac:
+    """HMAC-SHA256 under one key of many messages that share a fixed prefix (hashed once, then copied): the blind
+    full-text tokens of clawfs/index/tokens.py."""
+
+    def __init__(self, key: bytes, prefix: bytes) -> None:
+        self._base = hmac.new(key, prefix, "sha256")
+
+    def digest(self, message: bytes) -> bytes:
+        mac = self._base.copy()
+        mac.update(message)
+        return mac.digest()
+
+
+IRONCLAW_SECRET_INFO = b"near-agent-secrets-v1"
+
+
+def open_ironclaw_secret(master_key: str, key_salt: bytes, blob: bytes) -> bytes | None:
+    """An IronClaw secret's plaintext (shared/IRONCLAW.md section 3; its src/secrets/crypto.rs), None when it
+    does not authenticate under `master_key`.
+
+        key  = HKDF-SHA256(salt = key_salt, ikm = the master key *string* as UTF-8, info = IRONCLAW_SECRET_INFO)
+        blob = nonce(12) || AES-256-GCM ciphertext || tag(16), no AAD
+    """
+    if len(blob) < OVERHEAD:
+        return None
+    key = HKDF(hashes.SHA256(), 32, bytes(key_salt), IRONCLAW_SECRET_INFO).derive(master_key.encode("utf-8"))
+    try:
+        return AESGCM(key).decrypt(bytes(blob[:NONCE]), bytes(blob[NONCE:]), None)
+    except InvalidTag:
+        return None
+
+
 @dataclass(repr=False)
 class Envelope:
     """All the ciphers of one unlocked store. `repr` is suppressed so keys never reach a log or traceback."""

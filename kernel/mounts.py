@@ -1,8 +1,9 @@
-"""The kernel's mount table (/proc/self/mountinfo) and mountpoint checks."""
+"""The kernel's mount table (/proc/self/mountinfo), mountpoint checks, and unmounting (fusermount3 / umount)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass
 
 
@@ -69,3 +70,13 @@ def set_readahead(mountpoint: str, kib: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def unmount(mountpoint: str) -> str | None:
+    """Unmount a FUSE mount: `fusermount3 -u` for an unprivileged user, `umount` for root.  None when it
+    worked, else the tool's last line of complaint."""
+    tool = ["fusermount3", "-u", mountpoint] if os.geteuid() else ["umount", mountpoint]
+    proc = subprocess.run(tool, capture_output=True, text=True)
+    if not proc.returncode:
+        return None
+    return proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"

@@ -11,7 +11,6 @@ import contextlib
 import logging
 import os
 import stat
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -280,10 +279,8 @@ def umount(mountpoint: str, *, timeout: float = 60.0) -> None:
         raise UserError(f"{mountpoint} is not mounted")
     if entry.fstype != FSTYPE:
         raise UserError(f"{mountpoint} is a {entry.fstype} mount, not ClawFS")
-    tool = ["fusermount3", "-u", entry.mountpoint] if os.geteuid() else ["umount", entry.mountpoint]
-    proc = subprocess.run(tool, capture_output=True, text=True)
-    if proc.returncode:
-        msg = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"
+    msg = mounts.unmount(entry.mountpoint)
+    if msg is not None:
         raise UserError(f"cannot unmount {mountpoint}: {msg} (is a process still using it? see `fuser -m`)")
     deadline = time.monotonic() + timeout
     while True:

@@ -7,7 +7,20 @@ import re
 import apsw
 import pytest
 
-from clawfs.index.tokens import blind, blind_query, blind_text, rrf_fuse, tokenize
+from clawfs.index.tokens import Blinder, rrf_fuse, tokenize
+
+
+def blind(tokens: list[str], key: bytes) -> list[str]:
+    return Blinder(key).blind(tokens)
+
+
+def blind_text(text: str, key: bytes) -> str:
+    return Blinder(key).text(text)
+
+
+def blind_query(query: str, key: bytes) -> str:
+    return Blinder(key).query(query)
+
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))

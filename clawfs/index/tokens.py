@@ -4,7 +4,7 @@ This module owns the text side of hybrid search:
     * `tokenize`: NFKC-normalised, case-folded runs of Unicode letters and digits (underscore and punctuation
       separate words, as FTS5's unicode61 tokenizer does).  No stop words are dropped: BM25's idf already
       discounts common words, and short tokens such as "id" or "v2" are often the point of a query.
-    * `Blinder` (and `blind`, `blind_text`, `blind_query` for one-off use): each token becomes
+    * `Blinder`: each token becomes
       "t" + base32(HMAC-SHA256(key, token)[:10]) -- 17 characters of [a-z2-7], one FTS5 token that cannot be
       read as an operator.  The map is one-to-one in practice (80 bits), so term
       frequencies, document lengths and therefore BM25 scores are exactly those of the plaintext tokens, while the
@@ -18,11 +18,11 @@ This module owns the text side of hybrid search:
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
+
+from ..crypto import PrefixedMac
 
 TOKEN_BYTES = 10
 PREFIX = "t"
@@ -59,7 +59,7 @@ class Blinder:
     def __init__(self, key: bytes) -> None:
         if len(key) < 16:
             raise ValueError("the token key must be at least 16 bytes")
-        self._base = hmac.new(key, _DOMAIN, hashlib.sha256)
+        self._mac = PrefixedMac(key, _DOMAIN)
         self._memo: dict[str, str] = {}
 
     def token(self, word: str) -> str:
@@ -67,9 +67,8 @@ class Blinder:
         if found is None:
             if len(self._memo) >= self.MAX_WORDS:
                 self._memo.clear()
-            mac = self._base.copy()
-            mac.update(word.encode("utf-8", "surrogatepass"))
-            found = self._memo[word] = PREFIX + base64.b32encode(mac.digest()[:TOKEN_BYTES]).decode("ascii").lower()
+            mac = self._mac.digest(word.encode("utf-8", "surrogatepass"))
+            found = self._memo[word] = PREFIX + base64.b32encode(mac[:TOKEN_BYTES]).decode("ascii").lower()
         return found
 
     def blind(self, words: Iterable[str]) -> list[str]:
@@ -89,18 +88,6 @@ class Blinder:
         words = tokenize(query)
         distinct = list(dict.fromkeys([w for w in words if w not in STOP_WORDS] or words))
         return " OR ".join(f'"{token}"' for token in self.blind(distinct))
-
-
-def blind(tokens: Iterable[str], key: bytes) -> list[str]:
-    return Blinder(key).blind(tokens)
-
-
-def blind_text(text: str, key: bytes) -> str:
-    return Blinder(key).text(text)
-
-
-def blind_query(query: str, key: bytes) -> str:
-    return Blinder(key).query(query)
 
 
 def rrf_fuse(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> list[tuple[int, float]]:

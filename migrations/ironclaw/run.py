@@ -42,19 +42,32 @@ NOT_MIGRATED = {  # tables read by other means, or on purpose not copied; said i
     "chunks_pending_embedding": "a view", "memory_documents_summary": "a view", "active_leak_patterns": "a view",
     "recent_leak_events": "a view", "wasm_tools_with_capabilities": "a view",
 }
-PHASES: list[tuple[str, tuple[str, ...]]] = [  # (phase, the tables it reads)
-    ("documents", ("memory_documents",)),
-    ("versions", ("memory_document_versions",)),
-    ("conversations", ("conversations", "conversation_messages")),
-    ("jobs", ("agent_jobs", *(t for t, _, _ in convert.JOB_CHILDREN))),
-    ("routines", ("routines", "routine_runs")),
-    ("settings", ("settings",)),
-    ("secrets", ("secrets",)),
-    ("tools", ("wasm_tools", "tool_capabilities")),
-    ("channels", ("wasm_channels",)),
-    ("dynamic_tools", ("dynamic_tools",)),
-    ("reborn", ("root_filesystem_entries",)),
-    ("logs", tuple(t for t, _, _ in convert.LOG_TABLES)),  # and llm_calls without a job (counted with jobs)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One step of a migration: the tables it reads and the converter that writes them into the store (None:
+    documents, which checkpoints inside itself, `_documents`)."""
+
+    name: str
+    tables: tuple[str, ...]
+    convert: Callable[[Run], None] | None
+
+
+PHASES = [
+    Phase("documents", ("memory_documents",), None),
+    Phase("versions", ("memory_document_versions",), convert.versions),
+    Phase("conversations", ("conversations", "conversation_messages"), convert.conversations),
+    Phase("jobs", ("agent_jobs", *(t for t, _, _ in convert.JOB_CHILDREN)), convert.jobs),
+    Phase("routines", ("routines", "routine_runs"), convert.routines),
+    Phase("settings", ("settings",), convert.settings),
+    Phase("secrets", ("secrets",), convert.secrets_rows),
+    Phase("tools", ("wasm_tools", "tool_capabilities"), convert.tools),
+    Phase("channels", ("wasm_channels",), convert.channels),
+    Phase("dynamic_tools", ("dynamic_tools",), convert.dynamic_tools),
+    Phase("reborn", ("root_filesystem_entries",), convert.reborn_entries),
+    # and llm_calls without a job (counted with jobs)
+    Phase("logs", tuple(t for t, _, _ in convert.LOG_TABLES), convert.log_tables),
 ]
 
 
@@ -138,12 +151,12 @@ def _run(opts: Options, source: Source, master_key: str | None, progress: Progre
         _restore(run, state)
         for table in _tables_to_read(source):
             progress.start(table, source.count(table))
-        for name, tables in PHASES:
-            if name in state["done"]:
-                for t in tables:
+        for phase in PHASES:
+            if phase.name in state["done"]:
+                for t in phase.tables:
                     progress.advance(t, run.tally(t).rows)
                 continue
-            _phase(run, name, state, key)
+            _phase(run, phase, state, key)
         progress.close()
         report = _report(opts, source, run, master_key, resumed, started)
         report["verification"] = verify(run, source)
@@ -169,7 +182,7 @@ def _run(opts: Options, source: Source, master_key: str | None, progress: Progre
 
 
 def _tables_to_read(source: Source) -> list[str]:
-    return list(dict.fromkeys(t for _, tables in PHASES for t in tables if source.schema.has(t)))
+    return list(dict.fromkeys(t for phase in PHASES for t in phase.tables if source.schema.has(t)))
 
 
 def _restore(run: Run, state: dict[str, Any]) -> None:
@@ -178,14 +191,14 @@ def _restore(run: Run, state: dict[str, Any]) -> None:
     run.skipped.extend(state["skipped"])
 
 
-def _phase(run: Run, name: str, state: dict[str, Any], key: str) -> None:
+def _phase(run: Run, phase: Phase, state: dict[str, Any], key: str) -> None:
     # Tallies restored from a checkpoint never hold part of an unfinished phase (checkpoints fall between
     # phases, or inside documents with its resume key), so a phase that was cut short simply runs again.
-    if name == "documents":
+    if phase.convert is None:
         _documents(run, state, key)
     else:
-        PHASE_FUNCS[name](run)
-    state["done"].append(name)
+        phase.convert(run)
+    state["done"].append(phase.name)
     state["after"] = None
     _checkpoint(run, state, key)
 
@@ -212,14 +225,6 @@ def _checkpoint(run: Run, state: dict[str, Any], key: str) -> None:
     with store.transaction():
         store.set_setting(key, state)
     store.sync()
-
-
-PHASE_FUNCS: dict[str, Callable[[Run], None]] = {
-    "versions": convert.versions, "conversations": convert.conversations, "jobs": convert.jobs,
-    "routines": convert.routines, "settings": convert.settings, "secrets": convert.secrets_rows,
-    "tools": convert.tools, "channels": convert.channels, "dynamic_tools": convert.dynamic_tools,
-    "reborn": convert.reborn_entries, "logs": convert.log_tables,
-}
 
 
 # -- verification -----------------------------------------------------------------------------------------------

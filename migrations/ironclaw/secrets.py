@@ -5,19 +5,13 @@
                        info = b"near-agent-secrets-v1", length 32)
     blob = nonce(12) || AES-256-GCM ciphertext || tag(16), no AAD (legacy rows)
 
-All primitives come from `cryptography`.  The plaintext is handed straight to the ClawFS writer (a write-only
-secret file); it is never logged or put in the report.
+The cryptography itself is `clawfs.crypto.open_ironclaw_secret`.  The plaintext is handed straight to the
+ClawFS writer (a write-only secret file); it is never logged or put in the report.
 """
 
 from __future__ import annotations
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-INFO = b"near-agent-secrets-v1"
-NONCE = 12
+from clawfs import crypto
 
 
 class WrongMasterKey(Exception):
@@ -39,10 +33,9 @@ def read_master_key(path: str) -> str:
 
 
 def decrypt(master_key: str, key_salt: bytes, blob: bytes) -> bytes:
-    if len(blob) < NONCE + 16:
+    if len(blob) < crypto.OVERHEAD:
         raise WrongMasterKey("encrypted value too short")
-    key = HKDF(hashes.SHA256(), 32, bytes(key_salt), INFO).derive(master_key.encode("utf-8"))
-    try:
-        return AESGCM(key).decrypt(bytes(blob[:NONCE]), bytes(blob[NONCE:]), None)
-    except InvalidTag:
-        raise WrongMasterKey("does not authenticate") from None
+    plain = crypto.open_ironclaw_secret(master_key, key_salt, blob)
+    if plain is None:
+        raise WrongMasterKey("does not authenticate")
+    return plain
