@@ -80,8 +80,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import machine
-from clawfs.db.index_tables import IndexTables
-from clawfs.index import chunker, engine
+from clawfs.index import chunker, engine, querying
 from clawfs.index.embedder import MINILM_NAME, Embedder, MiniLMEmbedder, get_embedder, torch_threads
 from clawfs.index.engine import IndexCore
 from clawfs.index.indexer import GROUP_FILES
@@ -361,7 +360,7 @@ def write_file(vfs: VFS, parent: int, name: str, text: str) -> int:
 def index_queued(store: Store, core: IndexCore) -> int:
     """What the mount's indexer does after its debounce: index every queued file, in the indexer's groups
     (`engine.index_files` over the next GROUP_FILES ready files), dequeuing them; chunks made."""
-    tables, chunks = IndexTables(store.db), 0
+    tables, chunks = store.index, 0
     while batch := tables.queued(time.time_ns(), GROUP_FILES):
         chunks += sum(engine.index_files(store, core, batch))
     return chunks
@@ -582,7 +581,7 @@ def snapshot_store(path: Path) -> dict[str, Any]:
             core = IndexCore.load(store)
         with timer(out, "save_snapshot_s"):
             engine.save_snapshot(store, core)
-        out["snapshot_bytes"] = len(IndexTables(store.db).meta("snapshot"))
+        out["snapshot_bytes"] = len(store.index.meta("snapshot"))
         out["vectors"], out["search_mode"] = len(core.vectors), core.vectors.mode
     finally:
         store.close()
@@ -600,7 +599,7 @@ def text_side_inline() -> Iterator[None]:
             done.set_result(fn(*args))
             return done
 
-    names = vars(engine)  # the module's globals, as engine.search reads them
+    names = vars(querying)  # the module's globals, as engine.search reads them
     real = {"_TEXT_SIDE": names["_TEXT_SIDE"], "torch_threads": names["torch_threads"]}
     names.update(_TEXT_SIDE=Inline(), torch_threads=lambda: real["torch_threads"]() + 1)
     try:
@@ -614,7 +613,7 @@ def time_parts(store: Store, core: IndexCore, query: str, serial_first: bool) ->
     alternates from query to query: the second finds the FTS pages warm), then its parts one by one (ms).  The
     search embeds the query on one torch thread fewer while BM25 runs beside it, so `rest` is the total less
     the longer of those two and the vector search (negative where running side by side slowed both)."""
-    tables = IndexTables(store.db)
+    tables = store.index
     ms: dict[str, float] = {}
     for serial in (serial_first, not serial_first):
         with text_side_inline() if serial else contextlib.nullcontext():
@@ -667,7 +666,7 @@ def measure_search(path: Path, queries: list[str]) -> dict[str, Any]:
         out["hits_mean"] = round(float(np.mean([s["hits"] for s in samples])), 2)
         out["bm25_candidates_mean"] = round(float(np.mean([s["bm25_hits"] for s in samples])), 2)
         out["vectors"], out["mode"], out["settings"] = len(core.vectors), core.vectors.mode, core.settings
-        out["chunks"] = IndexTables(store.db).counts()["chunks"]
+        out["chunks"] = store.index.counts()["chunks"]
         out["query_embedding_by_torch_threads_ms"] = {n: embed_timing(core.embedder, queries, n) for n in (2, 1)}
         out["profile_top_tottime"] = profile_searches(store, core, queries[: min(50, len(queries))])
         out["example"] = example_hits(store, core, queries[0])
@@ -857,11 +856,11 @@ def time_index_load(path: Path, repeats: int = 3) -> dict[str, Any]:
             IndexCore.load(store)
             loads.append(time.perf_counter() - t0)
         steps: dict[str, float] = {}
-        tables = IndexTables(store.db)
+        tables = store.index
         with timer(steps, "read_snapshot_blob_s"):
             blob = bytes(tables.meta("snapshot"))
         with timer(steps, "decrypt_s"):
-            plain = store.env.open_snapshot(blob)
+            plain = store.index.open_snapshot(blob)
         with timer(steps, "from_bytes_s"):
             VectorIndex.from_bytes(plain)
         with timer(steps, "vector_ids_s"):

@@ -36,6 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .index.hits import Hit
+
 CTL_BASE = 1 << 56
 NAME = b".clawfs"
 MAX_QUERIES = 64  # query directories kept; older ones vanish (their inode numbers then answer ENOENT)
@@ -56,12 +58,12 @@ class Node:
     hidden: set[bytes] = field(default_factory=set)
 
 
-SearchFn = Callable[[str, int, bytes | None], list[dict[str, Any]]]
+SearchFn = Callable[[str, int, bytes | None], list[Hit]]
 """(query, k, path prefix or None) -> the k best files, best first."""
-SimilarFn = Callable[[bytes, int, bytes | None], list[dict[str, Any]] | Literal["dir"] | None]
+SimilarFn = Callable[[bytes, int, bytes | None], list[Hit] | Literal["dir"] | None]
 """(path relative to the mount root, k, path prefix or None) -> the files most like that indexed file, best
 first; "dir" for a directory; None when it is neither (missing, or a file with nothing indexed)."""
-Answer = list[dict[str, Any]] | Literal["dir"] | None
+Answer = list[Hit] | Literal["dir"] | None
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,7 @@ class ControlTree:
         return [(name, node) for name, c in n.children.items()
                 if name not in n.hidden and (node := self.node(c)) is not None]
 
-    def _query_dir(self, name: bytes, hits: list[dict[str, Any]]) -> Node:
+    def _query_dir(self, name: bytes, hits: list[Hit]) -> Node:
         old = self._queries.pop(name, None)
         d = self._results_dir(old if old in self.nodes else None, self.search_ino, name)
         self._fill(d, hits, b"../../../")
@@ -227,14 +229,14 @@ class ControlTree:
         d.hidden.clear()
         return d
 
-    def _fill(self, d: Node, hits: list[dict[str, Any]], up: bytes) -> None:
+    def _fill(self, d: Node, hits: list[Hit], up: bytes) -> None:
         """Symlinks `NN-name` -> `up` + path, the scores xattr and the hidden `.results.json`."""
         lines = []
         for rank, hit in enumerate(hits, 1):
-            path: bytes = hit["path"]
+            path = hit.path
             entry = b"%02d-" % rank + path.rsplit(b"/", 1)[-1]
             self._add(stat.S_IFLNK | 0o777, d.ino, entry, data=up + path)
-            lines.append(b"%02d %.6f %s" % (rank, hit["score"], path))
+            lines.append(b"%02d %.6f %s" % (rank, hit.score, path))
         self._add(stat.S_IFREG | 0o444, d.ino, b".results.json", hidden=True, data=_results_json(hits))
         d.xattrs[b"user.clawfs.scores"] = b"\n".join(lines)
 
@@ -266,8 +268,8 @@ class ControlTree:
                 self._discard(child)
 
 
-def _results_json(hits: list[dict[str, Any]]) -> bytes:
-    results = [{**h, "rank": i, "path": h["path"].decode("utf-8", "surrogateescape")} for i, h in enumerate(hits, 1)]
+def _results_json(hits: list[Hit]) -> bytes:
+    results = [h.to_json(i) for i, h in enumerate(hits, 1)]
     return (json.dumps(results, indent=2) + "\n").encode()
 
 

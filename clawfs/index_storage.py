@@ -47,4 +47,7 @@ class IndexStorage(IndexTables):
         """The stored HNSW graph image, opened; None when there is none; IntegrityError when it fails
         authentication."""
         blob = self.meta("snapshot")
-        return None if blob is None else self._env.open_snapshot(bytes(blob))
+        return None if blob is None else self.open_snapshot(bytes(blob))
+
+    def open_snapshot(self, sealed: bytes) -> bytes:
+        return self._env.open_snapshot(sealed)

@@ -14,7 +14,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from typing import Literal
 
 from clawfs import fuse_ops, policy
 from clawfs.control import ControlTree
@@ -197,22 +197,18 @@ class _SearchConnection:
 
 def _control_tree(store: Store, core: IndexCore | None, searches: _SearchConnection,
                   off: str | None = None) -> ControlTree:
-    def as_dicts(hits: list[engine.Hit]) -> list[dict[str, Any]]:
-        return [{"path": h.path, "score": h.score, "similarity": h.similarity, "snippet": h.snippet} for h in hits]
-
-    def run_search(query: str, k: int, prefix: bytes | None) -> list[dict[str, Any]]:
+    def run_search(query: str, k: int, prefix: bytes | None) -> list[engine.Hit]:
         assert core is not None
         with searches.store() as s:
-            return as_dicts(engine.search(s, core, query, k, prefix).hits)
+            return engine.search(s, core, query, k, prefix).hits
 
-    def run_similar(path: bytes, k: int, prefix: bytes | None) -> list[dict[str, Any]] | Literal["dir"] | None:
+    def run_similar(path: bytes, k: int, prefix: bytes | None) -> list[engine.Hit] | Literal["dir"] | None:
         assert core is not None
         with searches.store() as s:
             row = engine.lookup_path(s, path)
             if row is None or stat.S_ISDIR(row.mode):
                 return None if row is None else "dir"
-            hits = engine.similar(s, core, row.id, k, prefix) if stat.S_ISREG(row.mode) else None
-            return None if hits is None else as_dicts(hits)
+            return engine.similar(s, core, row.id, k, prefix) if stat.S_ISREG(row.mode) else None
 
     return ControlTree(run_search if core else None, lambda: engine.status(store, core, off), os.getuid(), os.getgid(),
                        similar=run_similar if core else None)

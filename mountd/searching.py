@@ -116,9 +116,7 @@ def _unmounted_index(store_path: str, creds: Credentials) -> Iterator[tuple[Stor
 
 
 def _hit_dicts(hits: list[engine.Hit]) -> list[dict[str, Any]]:
-    return [{"rank": i, "score": h.score, "similarity": h.similarity,
-             "path": h.path.decode("utf-8", "surrogateescape"), "snippet": h.snippet}
-            for i, h in enumerate(hits, 1)]
+    return [h.to_json(i) for i, h in enumerate(hits, 1)]
 
 
 def via_store(store_path: str, creds: Credentials, query: str, k: int, prefix: str | None) -> dict[str, Any]:

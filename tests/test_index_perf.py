@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from waiting import wait_for
 
-from clawfs.index import chunker, embedder, engine
+from clawfs.index import chunker, embedder, engine, pipeline
 from clawfs.index.embedder import HASHING_NAME, EmbedderUnavailable, HashingEmbedder, Vectors
 from clawfs.index.engine import IndexCore
 from clawfs.index.indexer import GROUP_FILES, Indexer
@@ -199,15 +199,15 @@ def test_indexer_thread_sees_late_commits_and_skips_only_the_bad_file(
         vfs = VFS(store, on_change=indexer.notify)
         store.batch_commits()  # as a mount: the notify comes before the change is committed
         indexer.start()
-        real = engine._read_and_chunk
+        real = pipeline._read_and_chunk
         bad = write(vfs, "bad.md", paragraph(30) + "\n")
 
-        def failing(s: Store, c: IndexCore, ino: int, queued_ns: int | None) -> engine._Pending:
+        def failing(s: Store, c: IndexCore, ino: int, queued_ns: int | None) -> pipeline._Pending:
             if ino == bad:
                 raise OSError("simulated unreadable block")
             return real(s, c, ino, queued_ns)
 
-        monkeypatch.setattr(engine, "_read_and_chunk", failing)
+        monkeypatch.setattr(pipeline, "_read_and_chunk", failing)
         # Each pass of the indexer ends by choosing how long to wait: record whether a notify was still
         # unanswered then (its wake flag set), to know when it has looked at the queue after the last one.
         answered: list[bool] = []

@@ -20,7 +20,7 @@ from helpers import vfs_write_tree
 
 from clawfs.control import MAX_HITS, parse_results_name, results_name
 from clawfs.errors import FsError
-from clawfs.index import engine
+from clawfs.index import engine, querying
 from clawfs.index.engine import CANDIDATES, IndexCore
 from clawfs.keys import Credentials
 from clawfs.router import Router
@@ -91,7 +91,7 @@ def test_a_confined_search_compares_its_own_chunks_without_digging(
     """The few chunks under a path are compared with the query themselves: with digging off (MAX_CANDIDATES at
     the first round's depth), the archive note is still found behind the crowd, by search and by similar."""
     vfs, store, core = indexed
-    monkeypatch.setattr(engine, "MAX_CANDIDATES", CANDIDATES)
+    monkeypatch.setattr(querying, "MAX_CANDIDATES", CANDIDATES)
     found = paths(engine.search(store, core, QUERY, k=3, path_prefix=b"archive").hits)
     assert found[:1] == [ARCHIVE], found
     assert paths(engine.search(store, core, QUERY, k=3, path_prefix=ARCHIVE).hits) == [ARCHIVE], "a file"
@@ -107,11 +107,11 @@ def test_a_wide_path_filters_the_whole_store_rankings(
     ranking; the files found are the path's, and the best one is the same."""
     _, store, core = indexed
     dug: list[object] = []
-    real_dig = engine._dig
-    monkeypatch.setattr(engine, "_dig", lambda *a: dug.append(a) or real_dig(*a))
+    real_dig = querying.Query.dig
+    monkeypatch.setattr(querying.Query, "dig", lambda *a: dug.append(a) or real_dig(*a))
     scoped = paths(engine.search(store, core, QUERY, k=8, path_prefix=b"crowd").hits)
     assert not dug and len(scoped) == 8 and all(p.startswith(b"crowd/") for p in scoped), scoped
-    monkeypatch.setattr(engine, "SCOPE_CHUNKS", 10)
+    monkeypatch.setattr(querying, "SCOPE_CHUNKS", 10)
     filtered = paths(engine.search(store, core, QUERY, k=8, path_prefix=b"crowd").hits)
     assert dug and len(filtered) == 8 and all(p.startswith(b"crowd/") for p in filtered), filtered
     assert filtered[0] == scoped[0]

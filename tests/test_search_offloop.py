@@ -21,6 +21,7 @@ import trio
 from clawfs.control import ControlTree
 from clawfs.errors import FsError
 from clawfs.fuse_ops import ClawOperations
+from clawfs.index.hits import Hit
 from clawfs.keys import Credentials
 from clawfs.router import Router
 from clawfs.store import ROOT, Store
@@ -40,12 +41,12 @@ class BlockingSearch:
         self.release = threading.Event()
         self.thread: str | None = None
 
-    def __call__(self, query: str, k: int, prefix: bytes | None) -> list[dict[str, Any]]:
+    def __call__(self, query: str, k: int, prefix: bytes | None) -> list[Hit]:
         self.thread = threading.current_thread().name
         self.started.set()
         if not self.release.wait(WAIT):
             raise TimeoutError("the test never released the search")
-        return [{"path": self.hit, "score": 1.0, "similarity": 0.9, "snippet": query}]
+        return [Hit(0, self.hit, 1.0, 0.9, query)]
 
 
 @pytest.fixture

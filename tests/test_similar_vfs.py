@@ -11,7 +11,7 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import pytest
 from helpers import vfs_write_tree
@@ -20,6 +20,7 @@ from clawfs.control import MAX_SIMILAR, ControlTree
 from clawfs.errors import FsError
 from clawfs.index import engine
 from clawfs.index.engine import IndexCore
+from clawfs.index.hits import Hit
 from clawfs.keys import Credentials
 from clawfs.router import Router
 from clawfs.store import ROOT, Store
@@ -52,12 +53,12 @@ class FakeIndex:
         self.tree = tree
         self.asked: list[bytes] = []
 
-    def __call__(self, path: bytes, k: int, prefix: bytes | None) -> list[dict[str, Any]] | Literal["dir"] | None:
+    def __call__(self, path: bytes, k: int, prefix: bytes | None) -> list[Hit] | Literal["dir"] | None:
         self.asked.append(path)
         found = self.tree.get(path)
         if found is None or found == "dir":
             return found
-        return [{"path": p, "score": 1.0 / (i + 1), "similarity": 0.9, "snippet": ""} for i, p in enumerate(found)]
+        return [Hit(0, p, 1.0 / (i + 1), 0.9, "") for i, p in enumerate(found)]
 
 
 def ctl_tree(index: FakeIndex) -> ControlTree:
