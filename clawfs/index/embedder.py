@@ -22,7 +22,6 @@ import math
 import os
 import re
 import threading
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from clawfs.errors import UserError
+from kernel import sysinfo
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -100,10 +100,6 @@ class Embedder(ABC):
         up its kernels and buffers, which would otherwise delay the first file indexed."""
         self.load()
         self.embed(["warm up " * self.max_tokens, "warm up"])
-
-    def is_truncated(self, text: str) -> bool:
-        """Would embedding `text` drop its tail?"""
-        return self.count_tokens(text) + self.special_tokens > self.max_tokens
 
     def embed_query(self, text: str, *, threads: int | None = None) -> QueryEmbedding:
         """Embed one query, saying whether the model saw all of it.  `threads`: this many torch threads rather than
@@ -278,51 +274,10 @@ def torch_threads() -> int:
     return max(1, cores - math.floor(_OTHERS.cores() + 0.25))
 
 
-class _OtherLoad:
-    """Cores other processes kept busy since the previous look (/proc/stat's busy time less this process's
-    CPU time); looks at most every `EVERY` seconds, 0 where /proc/stat cannot be read."""
+_OTHERS = sysinfo.OtherLoad(every=0.5)
+"""Cores other processes kept busy lately (kernel/sysinfo.py reads /proc/stat), asked before every model call."""
 
-    EVERY = 0.5
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._at = 0.0
-        self._busy = self._own = self._cores = 0.0
-
-    def cores(self) -> float:
-        now = time.monotonic()
-        with self._lock:
-            if now - self._at >= self.EVERY:
-                busy, own = _busy_seconds(), sum(os.times()[:2])
-                if self._at and busy is not None:
-                    self._cores = max(0.0, (busy - self._busy) - (own - self._own)) / (now - self._at)
-                self._at, self._busy, self._own = now, busy or 0.0, own
-            return self._cores
-
-
-def _busy_seconds() -> float | None:
-    """CPU seconds all cores have been busy since boot (user, nice, system, irq, softirq, steal)."""
-    try:
-        with open("/proc/stat") as f:
-            ticks = [int(x) for x in f.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    return (sum(ticks[:3]) + sum(ticks[5:8])) / os.sysconf("SC_CLK_TCK")
-
-
-_OTHERS = _OtherLoad()
-
-
-@functools.cache
-def native_bf16() -> bool:
-    """Does this CPU multiply bfloat16 natively (AMX-BF16 or AVX512-BF16)?  Elsewhere bfloat16 is emulated,
-    slower than float32."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+native_bf16 = sysinfo.native_bf16
 
 
 # ---- loading MiniLM ------------------------------------------------------------------------------------------
