@@ -5,7 +5,7 @@
                        info = b"near-agent-secrets-v1", length 32)
     blob = nonce(12) || AES-256-GCM ciphertext || tag(16), no AAD (legacy rows)
 
-The cryptography itself is `clawfs.crypto.open_ironclaw_secret`.  The plaintext is handed straight to the
+The decryption itself is `clawfs.crypto.open_ironclaw_secret`.  The plaintext is handed straight to the
 ClawFS writer (a write-only secret file); it is never logged or put in the report.
 """
 
