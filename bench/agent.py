@@ -101,7 +101,7 @@ def pct(values: list[float], p: float) -> float:
 
 def measure(mnt: Path, turns: int, threads: int) -> dict[str, Any]:
     (mnt / "settings" / "agent.toml").write_text(
-        f"[agent]\npoll_seconds = 0.002\nparallel_turns = {threads}\nheartbeat_minutes = 0\n")
+        f"[agent]\npoll_seconds = 0.02\nparallel_turns = {threads}\nheartbeat_minutes = 0\n")
     rt = Runtime(mnt)
     records: list[dict[str, Any]] = []
     real_answer = rt._answer
