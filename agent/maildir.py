@@ -14,7 +14,6 @@ import hashlib
 import itertools
 import os
 import re
-import socket
 import time
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -31,8 +30,9 @@ _SAFE = re.compile(r"[^A-Za-z0-9._@+\-]")
 
 
 def unique_name() -> str:
-    """A Maildir file name: time, pid and a counter, host (unique per delivery)."""
-    return f"{time.time_ns()}.P{os.getpid()}Q{next(_counter)}R{os.urandom(4).hex()}.{socket.gethostname()}"
+    """A Maildir file name: time, pid, a counter and random bits, then a fixed host part (the host name is an OS
+    probe, and the random bits already make the name unique)."""
+    return f"{time.time_ns()}.P{os.getpid()}Q{next(_counter)}R{os.urandom(4).hex()}.clawfs"
 
 
 def base_name(name: str) -> str:
