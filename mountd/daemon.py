@@ -131,6 +131,8 @@ def _router(vfs: VFS, store: Store, tree: ControlTree, opts: MountOptions) -> Ro
         raise UserError(f"agent_uid={opts.agent_uid} is the owner's own uid: give the agent a uid of its own")
     audit = policy.AuditLog(store, readonly=opts.readonly)
     tree.add_generated(b"audit", b"files.jsonl", audit.text)
+    if opts.agent_uid is None:  # a single-user mount: POSIX modes alone, as before (allow_other shares it)
+        return Router(vfs, tree, None, audit)
     return Router(vfs, tree, policy.Access(os.getuid(), opts.agent_uid, opts.agent_gid), audit)
 
 
