@@ -251,7 +251,7 @@ def test_clawfs_tree_is_hidden_readable_and_read_only(home: tuple[StoreFixture, 
     # Hidden like ZFS's .zfs (so rsync/tar copies of a mount hold only the agent's files), reachable by name.
     assert ".clawfs" not in listing, f"ls -a MNT lists .clawfs: {listing}"
     assert ctl.is_dir()
-    assert sorted(os.listdir(ctl)) == ["search", "similar", "status"], os.listdir(ctl)
+    assert sorted(os.listdir(ctl)) == ["audit", "search", "similar", "status"], os.listdir(ctl)  # audit/: issue 26
     st = status(mnt)
     for key in ("embedder", "files", "chunks", "vectors", "pending", "last_indexed_ns"):
         assert key in st, f".clawfs/status has no {key!r}: {st}"
