@@ -4,6 +4,7 @@ measured (the git commit, and whether the measured code differs from it)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -32,3 +33,14 @@ def machine_info(**extra: Any) -> dict[str, Any]:
         "loadavg_at_end": sysinfo.load_average(),
         **extra,
     }
+
+
+def write_report(out_dir: Path, name: str, report: dict[str, Any], *, echo: bool = True) -> Path:
+    """Write ``report`` as ``OUT_DIR/NAME.json`` (indented, one trailing newline) and, with ``echo``, print it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report, indent=2) + "\n"
+    path = out_dir / f"{name}.json"
+    path.write_text(text)
+    if echo:
+        print(text, end="")
+    return path

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import json
 import math
 import os
 import secrets
@@ -133,11 +132,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
-    report = run(a)
-    a.out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(report, indent=2) + "\n"
-    (a.out / "tpm_unseal.json").write_text(text)
-    print(text, end="")
+    machine.write_report(a.out, "tpm_unseal", run(a))
     return 0
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
 import sys
 import tempfile
@@ -142,11 +141,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
-    report = run(a)
-    a.out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(report, indent=2) + "\n"
-    (a.out / "wasm_tools.json").write_text(text)
-    print(text, end="")
+    machine.write_report(a.out, "wasm_tools", run(a))
     return 0
 
 
