@@ -280,7 +280,7 @@ def test_clawfs_tree_is_hidden_readable_and_read_only(home: tuple[StoreFixture, 
     touch = subprocess.run(["touch", str(ctl / "touched")], capture_output=True, text=True)
     assert touch.returncode != 0 and ("Read-only" in touch.stderr or "Permission denied" in touch.stderr), (
         f"touch inside .clawfs: rc {touch.returncode}, {touch.stderr!r}")
-    assert sorted(os.listdir(ctl)) == ["search", "similar", "status"], f".clawfs changed: {os.listdir(ctl)}"
+    assert sorted(os.listdir(ctl)) == ["audit", "search", "similar", "status"], f".clawfs changed: {os.listdir(ctl)}"
     assert [e for e, _ in search(mnt, query)] == [e for e, _ in hits]
     assert (mnt / "dentist.md").read_text() == NOTES["dentist.md"][0]
     # Anything these attempts might have queued is ahead of a real change in the indexer's queue: once that

@@ -139,7 +139,7 @@ def test_scores_xattr_and_results_json(home: tuple[StoreFixture, Path]) -> None:
 def test_nested_walk_from_inside_similar(home: tuple[StoreFixture, Path]) -> None:
     _, mnt = home
     ctl = mnt / ".clawfs"
-    assert sorted(os.listdir(ctl)) == ["search", "similar", "status"]
+    assert sorted(os.listdir(ctl)) == ["audit", "search", "similar", "status"]
     assert (ctl / "similar" / "pets").is_dir()
     proc = subprocess.run(["ls", "-1", "rex-clinic.md"], cwd=ctl / "similar" / "pets", capture_output=True,
                           text=True, timeout=120)
