@@ -7,9 +7,12 @@ socket lives in that jail's network namespace, so a connection accepted on it co
 a runtime sends (a header, a user name) can change whose list applies.
 
 Requests:
-- `CONNECT host:443`: the host must be in the caller's allowlist (checked before any DNS lookup); every
-  resolved address must be public (else refused); the connection goes to the first, pinned; bytes are tunnelled
-  untouched (no credential can be injected into a tunnel: a tool that needs one asks for http://, below).
+- `CONNECT host:443`: the host must be in the caller's allowlist (checked before any DNS lookup). If the
+  caller's capability binds a credential to that host and the proxy holds the store's CA (sandbox/tls_ca.py),
+  the proxy answers the tunnel itself: TLS with a leaf for the host signed by that CA (trusted by the jail
+  alone), then the one decrypted request is handled exactly as a forwarded one (below) with
+  `https://host/path` as its URL. Otherwise every resolved address must be public (else refused); the
+  connection goes to the first, pinned; bytes are tunnelled untouched.
 - `METHOD http://host/path`: allowlist by host, path prefix and method, then sent by Egress upstream over
   **https** (the jail speaks plain HTTP to the proxy, which sits outside it: no per-store CA is needed for the
   proxy to inject credentials and redact responses). The request URL, headers and body pass the leak detector
@@ -25,6 +28,7 @@ import ipaddress
 import json
 import select
 import socket
+import ssl
 import threading
 import time
 import urllib.parse
@@ -35,6 +39,7 @@ from typing import IO
 from . import leaks
 from .capabilities import Endpoint, HttpCapability, RateLimit
 from .egress import Egress, EgressConfig, EgressError, EgressRequest, ToolIdentity, check_address, host_matches
+from .tls_ca import StoreCA
 
 MAX_HEAD = 64 << 10
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -149,6 +154,7 @@ class EgressProxy:
     audit: Audit
     llm: LlmEndpoint | None = None
     secret_values: Callable[[], list[str]] = field(default=list)
+    ca: StoreCA | None = None  # the store's CA: with it, CONNECT to a host with a credential binding is terminated
     _threads: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _llm_egress: Egress | None = None
@@ -220,6 +226,9 @@ class EgressProxy:
             if not any(host_matches(e.host, host) for e in allow):
                 raise Refused(403, f"{host} is not in {client.tool.name}'s allowlist")  # before any DNS lookup
             assert client.http is not None
+            if self.ca is not None and _has_binding(client.http, host):
+                self._terminate(conn, client, host, self.ca, entry)  # Egress.send admits it against the rate
+                return
             try:  # a tunnel counts against the tool's rate limit as a forwarded request does (in Egress.send)
                 self.egress.rates.admit(client.tool, client.http.rate_limit.per_minute,
                                         client.http.rate_limit.per_hour)
@@ -278,18 +287,24 @@ class EgressProxy:
         parts = urllib.parse.urlsplit(head.target)
         if parts.scheme != "http" or not parts.hostname:
             raise Refused(400, "a proxy request needs an absolute http:// URL (use CONNECT for https)")
-        limit = client.http.max_request_bytes if client.http else 1 << 20
         llm = self._is_llm("http", parts.hostname, parts.port or 80)
-        body = _read_body(conn, head, 64 << 20 if llm else limit)
+        url = head.target if llm else urllib.parse.urlunsplit(
+            ("https", parts.hostname if parts.port in (None, 80) else parts.netloc, parts.path, parts.query, ""))
+        self._send(conn, client, head, entry, url, parts.hostname if llm else None)
+
+    def _send(self, conn: socket.socket, client: ProxyClient, head: _Head, entry: dict[str, object], url: str,
+              llm_host: str | None) -> None:
+        """Read the body, check for leaks, send `url` upstream through Egress and reply with its (redacted)
+        answer: the forward path's and the terminated tunnel's common part."""
+        limit = client.http.max_request_bytes if client.http else 1 << 20
+        body = _read_body(conn, head, 64 << 20 if llm_host else limit)
         self._leak_check(head, body)
         headers = {k: v for k, v in head.headers.items() if k.lower() not in HOP_BY_HOP}
         http: HttpCapability | None
-        if llm:
-            egress, http, url = self._llm(), _only(parts.hostname), head.target
+        if llm_host:
+            egress, http = self._llm(), _only(llm_host)
         else:
             egress, http = self.egress, client.http
-            url = urllib.parse.urlunsplit(("https", parts.hostname if parts.port in (None, 80) else parts.netloc,
-                                           parts.path, parts.query, ""))
         try:
             resp = egress.send(client.tool, http, EgressRequest(head.method, url, headers, body))
         except EgressError as e:
@@ -298,6 +313,37 @@ class EgressProxy:
         self.audit.log(**entry, allowed=True, status=resp.status, bytes_out=len(body or b""),
                        bytes_in=len(resp.body))
         _reply(conn, resp.status, "OK", resp.headers, resp.body)
+
+    def _terminate(self, conn: socket.socket, client: ProxyClient, host: str, ca: StoreCA,
+                   entry: dict[str, object]) -> None:
+        """Answer CONNECT ourselves: TLS towards the jail with a leaf for `host`, then one request read from
+        the decrypted stream and sent as `https://host<path>` (the CONNECT's host, whatever Host header or SNI
+        the client gives; the port is 443). One audit line: the request's, or the handshake's failure."""
+        conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        try:
+            tls = ca.server_context(host).wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError) as e:  # the client did not trust the CA, or hung up
+            self.audit.log(**entry, allowed=False, status=502, reason=f"TLS towards the client: {e}")
+            return
+        inner: dict[str, object] = {"tool": client.tool.name, "via": "CONNECT (terminated)"}
+        try:
+            head = _read_head(tls)
+            if head is None:
+                return
+            inner.update(method=head.method, target=self._safe(f"https://{host}{head.target}"))
+            if head.method == "CONNECT" or not head.target.startswith("/"):
+                raise Refused(400, "inside a tunnel a request needs an origin-form target (/path)")
+            self._send(tls, client, head, inner, f"https://{host}{head.target}", None)
+        except Refused as r:
+            self.audit.log(**inner, allowed=False, status=r.status, reason=r.reason)
+            with contextlib.suppress(OSError):
+                _reply(tls, r.status, "Refused", {"Content-Type": "text/plain"},
+                       f"clawfs proxy: {r.reason}\n".encode())
+        except OSError as e:
+            self.audit.log(**inner, allowed=False, status=502, reason=f"connection: {e}")
+        finally:
+            with contextlib.suppress(OSError):
+                tls.close()
 
     def _llm(self) -> Egress:
         """An Egress for the LLM endpoint alone: http allowed, and its own addresses even if private."""
@@ -315,6 +361,12 @@ LLM_RATE = RateLimit(per_minute=6000, per_hour=100_000)  # a tool's defaults wou
 def _only(host: str) -> HttpCapability:
     return HttpCapability(allowlist=(Endpoint(host),), rate_limit=LLM_RATE, max_request_bytes=64 << 20,
                           max_response_bytes=64 << 20, timeout_secs=600)
+
+
+def _has_binding(http: HttpCapability, host: str) -> bool:
+    """Whether any of the capability's credentials is bound to `host` (its path patterns are the request's
+    business: inject_credentials decides per request)."""
+    return any(host_matches(p, host) for c in http.credentials for p in c.host_patterns)
 
 
 def _splice(a: socket.socket, b: socket.socket) -> None:
