@@ -17,6 +17,8 @@ from clawfs.keys import Credentials
 from clawfs.store import Store, StoreLock
 from kernel import mounts
 
+from .ui import Progress
+
 NAME_MAX = 255
 
 
@@ -143,17 +145,11 @@ def reindex(store: Store, embedder: str | None, *, show_progress: bool) -> int:
         tables.clear()
     core = IndexCore.load(store, name)
     files = tables.all_regular_files()
-    if show_progress:
-        from rich.progress import Progress
-
-        with Progress(transient=True) as bar:
-            task = bar.add_task("indexing", total=len(files))
-            for ino in files:
-                engine.index_file(store, core, ino)
-                bar.advance(task)
-    else:
+    with Progress(show_progress, transient=True) as bar:
+        bar.start("indexing", len(files))
         for ino in files:
             engine.index_file(store, core, ino)
+            bar.advance("indexing")
     with store.transaction():
         for ino in files:
             tables.dequeue_all(ino)
