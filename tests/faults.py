@@ -181,7 +181,10 @@ def foreground_mount(store: StoreFixture, mnt: Path, *opts: str) -> Iterator[For
 # -- tampering with an unmounted store ------------------------------------------------------------------------
 @contextlib.contextmanager
 def tamper(store_path: Path) -> Iterator[sqlite3.Connection]:
-    """An sqlite3 connection to the (unmounted) store, committed and closed on exit."""
+    """An sqlite3 connection to the (unmounted) store, committed and closed on exit.
+
+    Deliberately not through `Store`: an attacker with the file changes its rows directly, and that is what the
+    tamper and fsck tests must catch."""
     conn = sqlite3.connect(store_path)
     try:
         yield conn

@@ -8,7 +8,10 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from clawfs.store import Store
 
 CLAWFS = str(Path(sys.executable).parent / "clawfs")
 PASSPHRASE = b"correct horse battery staple"
@@ -104,3 +107,14 @@ def vfs_write_tree(vfs: Any, files: dict[bytes, bytes]) -> dict[bytes, int]:
         vfs.release(fh)
         inos[name] = attr.ino
     return inos
+
+
+def open_as_mount(path: str, passphrase: bytes) -> tuple[Store, bytes]:
+    """(the store, its master key), opened the mount daemon's way: the key unlocked once (`Store.unlock_master`),
+    the store opened with it, so the key can be handed on, as the daemon hands it to its search connection
+    (`mountd.daemon._SearchConnection`), without the store's envelope leaving the store."""
+    from clawfs.keys import Credentials
+    from clawfs.store import Store
+
+    master = Store.unlock_master(path, Credentials(passphrases=[passphrase]))
+    return Store.open(path, Credentials(tpm=False), master_key=master), master

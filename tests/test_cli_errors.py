@@ -80,6 +80,8 @@ def test_mount_wrong_passphrase(store: StoreFixture, mnt: Path, wrong_pass: Path
 
 # -- not a (usable) store ---------------------------------------------------------------------------------------
 def _newer(store: StoreFixture) -> None:
+    """The store file as a newer ClawFS would leave it: its schema version raised in the file itself, on purpose
+    not through `Store` (which refuses such a store)."""
     with sqlite3.connect(store.path) as db:
         db.execute("PRAGMA user_version = 99")
     db.close()

@@ -162,7 +162,8 @@ def test_sigkill_reported_in_foreground_stderr(store: StoreFixture) -> None:
 
 
 def _inode_rows(store_path: Path, ino: int) -> tuple[int | None, int]:
-    """(nlink of inode `ino` or None if it is gone, number of blocks it owns), read straight from SQLite."""
+    """(nlink of inode `ino` or None if it is gone, number of blocks it owns), read straight from SQLite: the
+    store file as a crash left it, without the recovery `Store.open` would run first."""
     conn = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)
     try:
         row = conn.execute("SELECT nlink FROM inodes WHERE id = ?", (ino,)).fetchone()

@@ -168,7 +168,8 @@ def results_json(mnt: Path, query: str) -> list[dict[str, Any]]:
 
 
 def index_problems(store_path: Path) -> list[str]:
-    """Structural consistency of the index tables of an unmounted store (ids and counts only: no key needed)."""
+    """Structural consistency of the index tables of an unmounted store (ids and counts only: no key needed).
+    Read from the store file with apsw, not through `Store`: the oracle must not share the code it checks."""
     conn = apsw.Connection(str(store_path), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         def rows(sql: str) -> list[tuple[Any, ...]]:
@@ -586,7 +587,8 @@ def _copy_store(store: StoreFixture, name: str) -> StoreFixture:
 
 
 def _with_apsw(path: Path, *sql: str) -> None:
-    """Tamper through apsw: the system sqlite3 is too old for the contentless-delete FTS5 table."""
+    """Tamper through apsw: the system sqlite3 is too old for the contentless-delete FTS5 table.  Raw rows of
+    the store file on purpose, as an attacker would change them, never through `Store`."""
     conn = apsw.Connection(str(path))
     try:
         with conn:

@@ -89,20 +89,24 @@ def drain(store: Store, core: IndexCore, max_chunks: int = engine.GROUP_CHUNKS) 
     return groups
 
 
-def state(store: Store) -> tuple[dict[int, list[tuple[int, int, int]]], list[int]]:
-    """Each indexed file's chunks (seq, start, end), and the sorted reference counts of the stored vectors;
-    checks that every chunk's vector exists and every count matches the chunks that use it."""
-    conn = store._db.conn
-    chunks: dict[int, list[tuple[int, int, int]]] = {}
-    for ino, seq, start, end in conn.execute("SELECT ino, seq, start, end FROM chunks ORDER BY ino, seq"):
-        chunks.setdefault(ino, []).append((seq, start, end))
-    bad = list(conn.execute("SELECT v.id, v.refs, count(c.id) FROM vectors v LEFT JOIN chunks c "
-                            "ON c.vector_id = v.id GROUP BY v.id HAVING v.refs != count(c.id)"))
-    orphans = list(conn.execute("SELECT c.id FROM chunks c LEFT JOIN vectors v ON v.id = c.vector_id "
-                                "WHERE v.id IS NULL"))
+def state(store: Store) -> tuple[dict[int, list[tuple[int, int]]], list[int]]:
+    """Each indexed file's chunks (start, end) in their order, and the sorted reference counts of the stored
+    vectors; checks that every chunk's vector exists and every count matches the chunks that use it."""
+    tables = store.index
+    chunks: dict[int, list[tuple[int, int]]] = {}
+    vector_ids = tables.vector_ids()
+    orphans = []
+    for ino in sorted({ino for ino, _ in tables.all_chunks()}):
+        for chunk_id, vector_id in tables.chunks_of(ino):  # in the order of their seq
+            row = tables.chunk(chunk_id)
+            assert row is not None and row[0] == ino, (chunk_id, row)
+            chunks.setdefault(ino, []).append((row[1], row[2]))
+            if vector_id not in vector_ids:
+                orphans.append(chunk_id)
+    refs = {v: (tables.vector_refs(v), len(tables.chunks_with_vector(v))) for v in vector_ids}
+    bad = [(v, n, used) for v, (n, used) in refs.items() if n != used]
     assert not bad and not orphans, (bad, orphans)
-    refs = sorted(int(r[0]) for r in conn.execute("SELECT refs FROM vectors"))
-    return chunks, refs
+    return chunks, sorted(n for n, _ in refs.values())
 
 
 def test_small_files_share_model_batches_and_index_as_one_at_a_time(tmp_path: Path, store: Store) -> None:

@@ -43,6 +43,10 @@ def table_sql(db: database.Database, name: str) -> str:
     return str(row[0])
 
 
+def applied_migrations(db: database.Database) -> list[int]:
+    return [int(r[0]) for r in db.conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+
+
 def test_v3_store_upgrades_to_rowid_index_meta(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "old.claw"
     make_old_store(path, 3, monkeypatch)
@@ -52,14 +56,19 @@ def test_v3_store_upgrades_to_rowid_index_meta(tmp_path: Path, monkeypatch: pyte
 
     store = Store.open(str(path), Credentials(passphrases=[PW]))
     try:
-        assert store._db.schema_version() == schema.LATEST == 4
-        assert "WITHOUT ROWID" not in table_sql(store._db, "index_meta")
+        # The schema itself is the database layer's, not the store's: read it over a connection of its own (the
+        # store has committed the upgrade) instead of through the store's private one.
+        db = database.Database(str(path), readonly=True)
+        try:
+            assert db.schema_version() == schema.LATEST == 4
+            assert "WITHOUT ROWID" not in table_sql(db, "index_meta")
+            assert applied_migrations(db) == [1, 2, 3, 4]
+        finally:
+            db.disconnect()
         tables = store.index
         assert tables.meta("snapshot") == BIG
         assert tables.meta("embedder") == "hashing-384"
         assert tables.meta("absent") is None
-        applied = [r[0] for r in store._db.conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
-        assert applied == [1, 2, 3, 4]
         vfs = VFS(store)
         fh, attr = vfs.create(ROOT, b"after-upgrade.txt", 0o100644, os.O_RDWR, CTX)
         vfs.write(fh, 0, b"written after the upgrade")

@@ -16,13 +16,12 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from helpers import vfs_write_tree
+from helpers import open_as_mount, vfs_write_tree
 
 from clawfs.control import MAX_HITS, parse_results_name, results_name
 from clawfs.errors import FsError
 from clawfs.index import engine, querying
 from clawfs.index.engine import CANDIDATES, IndexCore
-from clawfs.keys import Credentials
 from clawfs.router import Router
 from clawfs.store import ROOT, Store
 from clawfs.vfs import VFS
@@ -43,9 +42,9 @@ FILES = {**CROWD,
 def indexed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Router, Store, IndexCore]]:
     path = str(tmp_path_factory.mktemp("filters") / "s.claw")
     Store.create(path, [("passphrase", PW)], block_size=4096)
-    store = Store.open(path, Credentials(passphrases=[PW]))
+    store, master = open_as_mount(path, PW)
     core = IndexCore.load(store, "hashing-384")
-    searches = _SearchConnection(path, store._env.master_key)
+    searches = _SearchConnection(path, master)
     vfs = Router(VFS(store), _control_tree(store, core, searches))
     inos = vfs_write_tree(vfs, FILES)
     engine.index_files(store, core, [(ino, None) for ino in inos.values()])

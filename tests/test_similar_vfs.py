@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-from helpers import vfs_write_tree
+from helpers import open_as_mount, vfs_write_tree
 
 from clawfs.control import MAX_SIMILAR, ControlTree
 from clawfs.errors import FsError
 from clawfs.index import engine
 from clawfs.index.engine import IndexCore
 from clawfs.index.hits import Hit
-from clawfs.keys import Credentials
 from clawfs.router import Router
 from clawfs.store import ROOT, Store
 from clawfs.vfs import VFS, Ctx
@@ -131,9 +130,9 @@ def indexed(tmp_path: Path) -> Iterator[tuple[Router, dict[bytes, int]]]:
     control tree the mount daemon builds."""
     path = str(tmp_path / "s.claw")
     Store.create(path, [("passphrase", PW)], block_size=4096)
-    store = Store.open(path, Credentials(passphrases=[PW]))
+    store, master = open_as_mount(path, PW)
     core = IndexCore.load(store, "hashing-384")
-    vfs = Router(VFS(store), _control_tree(store, core, _SearchConnection(path, store._env.master_key)))
+    vfs = Router(VFS(store), _control_tree(store, core, _SearchConnection(path, master)))
     inos = vfs_write_tree(vfs, {**NOTES, b"empty.md": b""})
     for ino in inos.values():
         engine.index_file(store, core, ino)

@@ -186,7 +186,8 @@ class Ctx:
 
 
 def tpm_secrets(store: Path, tcti: str, pin: bytes | None, slot_id: int | None = None) -> list[bytes]:
-    """(KEK, master key) of the store's tpm2 slot `slot_id` (default: the first), recovered by the test itself."""
+    """(KEK, master key) of the store's tpm2 slot `slot_id` (default: the first), recovered by the test itself
+    from the store file's raw rows, as an attacker holding the file and the TPM would, not through `Store`."""
     conn = sqlite3.connect(store)
     try:
         store_id = bytes(conn.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()[0])
