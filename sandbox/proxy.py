@@ -18,7 +18,11 @@ Requests:
   proxy to inject credentials and redact responses). The request URL, headers and body pass the leak detector
   and an exact match of the store's secret values first.
 - The LLM endpoint of settings/llm.toml (scheme, host and port) is allowed as is, even on loopback or a private
-  address: that host and port only.
+  address: that host and port only.  A request to it whose Authorization is `Bearer clawfs-secret:NAME`, NAME
+  being the endpoint's `api_key_secret`, gets the secret's value injected by Egress (from its CredentialSource)
+  and the response redacted of it; a placeholder naming any other secret is refused.
+- Live policy: `llm_source` and a callable client are asked at each request (the daemon reads settings/ and
+  tools/ from its store then), so an owner's edit applies from the next request on.
 Every request, allowed or refused with its reason, is one JSON line of the audit log."""
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from . import leaks
-from .capabilities import Endpoint, HttpCapability, RateLimit
+from .capabilities import Credential, CredentialLocation, Endpoint, HttpCapability, RateLimit
 from .egress import Egress, EgressConfig, EgressError, EgressRequest, ToolIdentity, check_address, host_matches
 from .tls_ca import StoreCA
 
@@ -45,6 +49,7 @@ MAX_HEAD = 64 << 10
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
               "transfer-encoding", "upgrade", "proxy-connection", "content-length", "host"}
 IDLE_SECONDS = 60.0
+PLACEHOLDER = "clawfs-secret:"  # agent.llm.placeholder's prefix: what stands for a secret's value
 
 
 @dataclass(frozen=True)
@@ -59,27 +64,37 @@ class LlmEndpoint:
     scheme: str
     host: str
     port: int
+    api_key_secret: str | None = None  # the secret whose placeholder is swapped in Authorization
 
     @classmethod
-    def from_url(cls, url: str) -> LlmEndpoint:
+    def from_url(cls, url: str, api_key_secret: str | None = None) -> LlmEndpoint:
         p = urllib.parse.urlsplit(url)
-        return cls(p.scheme, (p.hostname or "").lower(), p.port or (443 if p.scheme == "https" else 80))
+        return cls(p.scheme, (p.hostname or "").lower(), p.port or (443 if p.scheme == "https" else 80),
+                   api_key_secret)
+
+
+ClientSource = ProxyClient | Callable[[], ProxyClient]
+"""A socket's caller: fixed, or asked at each request (it may raise Refused)."""
 
 
 class Audit:
-    """JSON lines, one per request; thread-safe."""
+    """JSON lines, one per request, to a stream or a function taking each line; thread-safe."""
 
-    def __init__(self, stream: IO[str]) -> None:
+    def __init__(self, stream: IO[str] | Callable[[str], None]) -> None:
         self._stream = stream
         self._lock = threading.Lock()
         self.counts = {"allowed": 0, "refused": 0}
 
     def log(self, **entry: object) -> None:
         entry["ts"] = round(time.time(), 3)
+        line = json.dumps(entry, sort_keys=True)
         with self._lock:
             self.counts["allowed" if entry.get("allowed") else "refused"] += 1
-            self._stream.write(json.dumps(entry, sort_keys=True) + "\n")
-            self._stream.flush()
+            if callable(self._stream):
+                self._stream(line)
+            else:
+                self._stream.write(line + "\n")
+                self._stream.flush()
 
 
 class Refused(Exception):
@@ -158,8 +173,12 @@ class EgressProxy:
     _threads: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _llm_egress: Egress | None = None
+    llm_source: Callable[[], LlmEndpoint | None] | None = None  # asked at each request when set (live settings)
+    _llm_for: LlmEndpoint | None = None
+    _llm_lock: threading.Lock = field(default_factory=threading.Lock)
+    _request: threading.local = field(default_factory=threading.local)  # each connection has a thread of its own
 
-    def serve(self, listener: socket.socket, client: ProxyClient) -> threading.Thread:
+    def serve(self, listener: socket.socket, client: ClientSource) -> threading.Thread:
         """Serve one proxy socket (one jail, one tool) in a thread of its own until close()."""
         listener.settimeout(0.2)
         t = threading.Thread(target=self._accept_loop, args=(listener, client), daemon=True, name="egress-proxy")
@@ -174,7 +193,7 @@ class EgressProxy:
         if self._llm_egress:
             self._llm_egress.close()
 
-    def _accept_loop(self, listener: socket.socket, client: ProxyClient) -> None:
+    def _accept_loop(self, listener: socket.socket, client: ClientSource) -> None:
         while not self._stop.is_set():
             try:
                 conn, _ = listener.accept()
@@ -184,14 +203,17 @@ class EgressProxy:
                 return
             threading.Thread(target=self._handle, args=(conn, client), daemon=True).start()
 
-    def _handle(self, conn: socket.socket, client: ProxyClient) -> None:
+    def _handle(self, conn: socket.socket, source: ClientSource) -> None:
         conn.settimeout(IDLE_SECONDS)
-        entry: dict[str, object] = {"tool": client.tool.name}
+        entry: dict[str, object] = {}
         try:
             head = _read_head(conn)
             if head is None:
                 return
             entry.update(method=head.method, target=self._safe(head.target))
+            client = source() if callable(source) else source
+            entry["tool"] = client.tool.name
+            self._request.llm = self.llm_source() if self.llm_source else self.llm
             if head.method == "CONNECT":
                 self._connect(conn, client, head, entry)
             else:
@@ -208,9 +230,15 @@ class EgressProxy:
 
     # -- CONNECT ---------------------------------------------------------------------------------------------------
 
+    def _current_llm(self) -> LlmEndpoint | None:
+        """The LLM endpoint for this connection's request (read once at its start)."""
+        llm: LlmEndpoint | None = getattr(self._request, "llm", self.llm)
+        return llm
+
     def _is_llm(self, scheme: str | None, host: str, port: int) -> bool:
-        return (self.llm is not None and host.lower() == self.llm.host and port == self.llm.port
-                and (scheme is None or scheme == self.llm.scheme))
+        llm = self._current_llm()
+        return (llm is not None and host.lower() == llm.host and port == llm.port
+                and (scheme is None or scheme == llm.scheme))
 
     def _connect(self, conn: socket.socket, client: ProxyClient, head: _Head, entry: dict[str, object]) -> None:
         host, _, port_text = head.target.rpartition(":")
@@ -302,7 +330,7 @@ class EgressProxy:
         headers = {k: v for k, v in head.headers.items() if k.lower() not in HOP_BY_HOP}
         http: HttpCapability | None
         if llm_host:
-            egress, http = self._llm(), _only(llm_host)
+            egress, http = self._llm(), _only(llm_host, _placeholder_secret(headers, self._current_llm()))
         else:
             egress, http = self.egress, client.http
         try:
@@ -346,21 +374,44 @@ class EgressProxy:
                 tls.close()
 
     def _llm(self) -> Egress:
-        """An Egress for the LLM endpoint alone: http allowed, and its own addresses even if private."""
-        if self._llm_egress is None:
-            assert self.llm is not None
-            nets = [ipaddress.ip_network(a) for a in self.egress.config.resolver.resolve(self.llm.host, self.llm.port)]
-            self._llm_egress = Egress(EgressConfig(resolver=self.egress.config.resolver, allow_networks=tuple(nets),
-                                                   require_https=False))
-        return self._llm_egress
+        """An Egress for the LLM endpoint alone: http allowed, its own addresses even if private, the proxy's
+        credentials (for the api key); made again when the endpoint changed (an owner's edit)."""
+        llm = self._current_llm()
+        assert llm is not None
+        with self._llm_lock:
+            if self._llm_egress is None or self._llm_for != llm:
+                if self._llm_egress is not None:
+                    self._llm_egress.close()
+                config = self.egress.config
+                try:
+                    nets = [ipaddress.ip_network(a) for a in config.resolver.resolve(llm.host, llm.port)]
+                except EgressError as e:
+                    raise Refused(502, e.message) from None
+                self._llm_egress = Egress(EgressConfig(credentials=config.credentials, resolver=config.resolver,
+                                                       allow_networks=tuple(nets), require_https=False))
+                self._llm_for = llm
+            return self._llm_egress
 
 
 LLM_RATE = RateLimit(per_minute=6000, per_hour=100_000)  # a tool's defaults would throttle a busy agent's turns
 
 
-def _only(host: str) -> HttpCapability:
+def _placeholder_secret(headers: dict[str, str], llm: LlmEndpoint | None) -> str | None:
+    """The secret to inject for the LLM: its api_key_secret, when Authorization carries exactly its placeholder.
+    A placeholder of any other secret is refused (the runtime may not steer another secret to this host)."""
+    auth = _header(headers, "authorization")
+    if auth is None or PLACEHOLDER not in auth:
+        return None
+    if llm is not None and llm.api_key_secret and auth == f"Bearer {PLACEHOLDER}{llm.api_key_secret}":
+        return llm.api_key_secret
+    raise Refused(403, "the Authorization placeholder is not settings/llm.toml's api_key_secret")
+
+
+def _only(host: str, secret: str | None = None) -> HttpCapability:
+    """The LLM endpoint's capability: its host, and its api key (Egress injects it, and redacts the answer)."""
+    creds = (Credential("llm", secret, CredentialLocation("bearer"), (host,)),) if secret else ()
     return HttpCapability(allowlist=(Endpoint(host),), rate_limit=LLM_RATE, max_request_bytes=64 << 20,
-                          max_response_bytes=64 << 20, timeout_secs=600)
+                          max_response_bytes=64 << 20, timeout_secs=600, credentials=creds)
 
 
 def _has_binding(http: HttpCapability, host: str) -> bool:
