@@ -241,6 +241,21 @@ def mount(ops: ClawOperations, mountpoint: str, options: set[str]) -> None:
     pyfuse3.init(ops, mountpoint, options)
 
 
+def loop_caller() -> Callable[[Callable[[], T]], T]:
+    """Called in the loop (e.g. from `serve`'s `on_started`): a function that runs `fn` in the loop's thread from
+    any other thread, between two requests as every handler runs, and returns its result (RuntimeError once the
+    loop has ended).  How another thread of the daemon (the egress proxy) reaches the one-threaded store."""
+    token = trio.lowlevel.current_trio_token()
+
+    def call(fn: Callable[[], T]) -> T:
+        try:
+            return trio.from_thread.run_sync(fn, trio_token=token)
+        except trio.RunFinishedError:
+            raise RuntimeError("the mount has ended") from None
+
+    return call
+
+
 def serve(on_started: Callable[[], None] | None = None,
           every: tuple[float, Callable[[], None]] | None = None) -> None:
     """Run the FUSE loop until the filesystem is unmounted or SIGTERM/SIGINT/SIGHUP arrives, then make sure it

@@ -253,33 +253,40 @@ class Settings(Protocol):
 
 
 AUDIT_KEY = "audit.files"
+NETWORK_AUDIT_KEY = "audit.network"
+"""`.clawfs/audit/network.jsonl`: every request of the egress proxy (mountd/proxy_service.py)."""
 AUDIT_MAX = 256 * 1024
 """Bytes of one generation of the audit: past it, the current one becomes the previous one (two kept), so a
 refusal loop costs bounded space and every refusal rewrites at most this much."""
 
 
 class AuditLog:
-    """`.clawfs/audit/files.jsonl`: refusals the daemon saw, in the encrypted store (a sealed setting), read by
-    the owner through the mount.  A read-only mount only logs them."""
+    """`.clawfs/audit/files.jsonl` (or another audit file, by `key`): JSON lines in the encrypted store (a sealed
+    setting), read by the owner through the mount.  Called with a Refusal: the refusals the daemon saw.  A
+    read-only mount only logs them."""
 
-    def __init__(self, store: Settings, *, readonly: bool = False) -> None:
-        self.store, self.readonly = store, readonly
+    def __init__(self, store: Settings, *, readonly: bool = False, key: str = AUDIT_KEY) -> None:
+        self.store, self.readonly, self.key = store, readonly, key
 
     def __call__(self, refusal: Refusal) -> None:
         log.warning("refused: %s", refusal)
-        if self.readonly:
+        self.append([refusal.record()])
+
+    def append(self, records: list[str]) -> None:
+        """Add JSON lines (one unit of work for them all)."""
+        if self.readonly or not records:
             return
         try:
             with self.store.transaction():
-                lines: list[str] = self.store.setting(AUDIT_KEY) or []
-                lines.append(refusal.record())
+                lines: list[str] = self.store.setting(self.key) or []
+                lines.extend(records)
                 if sum(len(x) + 1 for x in lines) > AUDIT_MAX:
-                    self.store.set_setting(AUDIT_KEY + ".1", lines)
+                    self.store.set_setting(self.key + ".1", lines)
                     lines = []
-                self.store.set_setting(AUDIT_KEY, lines)
+                self.store.set_setting(self.key, lines)
         except FsError as e:  # a full disk: the refusal stands, its record is in the daemon's log only
-            log.error("audit record lost (%s): %s", e, refusal)
+            log.error("audit records lost (%s): %s", e, records)
 
     def text(self) -> bytes:
-        lines = (self.store.setting(AUDIT_KEY + ".1") or []) + (self.store.setting(AUDIT_KEY) or [])
+        lines = (self.store.setting(self.key + ".1") or []) + (self.store.setting(self.key) or [])
         return "".join(x + "\n" for x in lines).encode()
