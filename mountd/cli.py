@@ -22,7 +22,19 @@ from clawfs.errors import UserError
 from clawfs.store import DEFAULT_BLOCK_SIZE, Store, read_info
 from kernel import tpm
 
-from . import agent_cli, bench_cli, credentials, daemon, jail_cli, logs, options, searching, tool_cli
+from . import (
+    agent_cli,
+    bench_cli,
+    credentials,
+    daemon,
+    jail_cli,
+    logs,
+    options,
+    policy_cli,
+    searching,
+    status_cli,
+    tool_cli,
+)
 from .keyopts import with_key_options
 from .ui import parse_size
 
@@ -444,6 +456,8 @@ cli.add_command(agent_cli.agent_group)
 cli.add_command(agent_cli.chat)
 cli.add_command(tool_cli.tool)
 cli.add_command(jail_cli.jail_group)
+cli.add_command(policy_cli.policy_group)
+cli.add_command(status_cli.status)
 
 
 def main(argv: list[str] | None = None) -> None:

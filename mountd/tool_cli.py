@@ -214,14 +214,18 @@ def install(mnt: Path, path: Path, name: str | None, force: bool, cache_dir: Pat
     return 0
 
 
-def _copy_in(tools: Path, name: str, wasm: Path, capabilities: str | None) -> None:
-    """Build the tool's folder beside its place, then swap it in: a reader sees the old tool or the new one."""
+def _copy_in(tools: Path, name: str, wasm: Path, capabilities: str | None, *, keep: tuple[str, ...] = ()) -> None:
+    """Build the tool's folder beside its place, then swap it in: a reader sees the old tool or the new one.
+    `keep`: files of the installed folder carried over (an approval keeps the owner's limits.toml)."""
     tools.mkdir(exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=tools))
     try:
         shutil.copyfile(wasm, staging / "tool.wasm")
         if capabilities is not None:
             (staging / "capabilities.json").write_text(capabilities, encoding="utf-8")
+        for kept in keep:
+            if (tools / name / kept).is_file():
+                shutil.copyfile(tools / name / kept, staging / kept)
         os.chmod(staging, 0o755)
         dest = tools / name
         if dest.exists():
@@ -234,3 +238,63 @@ def _copy_in(tools: Path, name: str, wasm: Path, capabilities: str | None) -> No
     except OSError as e:
         shutil.rmtree(staging, ignore_errors=True)
         raise UserError(f"cannot install into {tools}: {e.strerror}") from None
+
+
+@tool.command()
+@home_argument
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Install without asking.")
+@cache_option
+@json_option
+def approve(mnt: Path, name: str, yes: bool, cache_dir: Path | None, as_json: bool) -> int:
+    """Show what the agent's proposal MNT/proposals/tools/NAME/ would add to (or remove from) what tool NAME
+    may reach, then install it into MNT/tools/NAME/ and remove the proposal.  Run as the mount's owner."""
+    from sandbox import proposals
+
+    from .policy_cli import as_owner, confirm, diff_lines, remove_if_unchanged
+
+    as_owner(mnt)
+    p = proposals.tool_proposal(mnt, name)
+    if p is None:
+        raise UserError(f"nothing to approve: no proposal {mnt / proposals.PROPOSALS / proposals.TOOLS / name}"
+                        + (f" (pending: {', '.join(proposals.tool_names(mnt))})" if proposals.tool_names(mnt)
+                           else ""))
+    if not p.valid:
+        raise UserError(f"proposal {name} is invalid, not installed: {p.error}")
+    assert p.wasm is not None
+    base = f"{proposals.PROPOSALS}/{proposals.TOOLS}/{name}"
+    with tempfile.TemporaryDirectory(prefix="clawfs-approve-") as tmp:
+        # what was read (and diffed) is what is checked and installed, whatever the agent writes meanwhile
+        staged = Path(tmp) / name
+        staged.mkdir()
+        (staged / "tool.wasm").write_bytes(p.wasm)
+        if p.capabilities_text is not None:
+            (staged / "capabilities.json").write_text(p.capabilities_text, encoding="utf-8")
+        try:
+            pkg, report = _check(staged, cache_dir, name)
+        except UserError as e:
+            raise UserError(f"proposal {name} is invalid, not installed: {e}") from None
+        summary = p.summary()
+        if not as_json:
+            click.echo(f"tool {name}: {summary['change']} (near:agent@{report['wit_version']}"
+                       f"{', binary changed' if p.wasm_changed else ', same binary'}); its reach:")
+            for line in diff_lines(p.diff):
+                click.echo(line)
+        confirm(f"Install {name} into {mnt / 'tools' / name}?", yes)
+        _copy_in(mnt / "tools", name, pkg.wasm, pkg.capabilities, keep=("limits.toml",))
+    removed = remove_if_unchanged(mnt, f"{base}/tool.wasm", p.wasm) and \
+        (p.capabilities_text is None or remove_if_unchanged(
+            mnt, f"{base}/capabilities.json", p.capabilities_text.encode("utf-8")))
+    if removed:
+        try:
+            (mnt / base).rmdir()
+        except OSError:
+            removed = False  # the agent put something else there: left for it (or the owner) to clear
+    if as_json:
+        _emit({**summary, "installed": str(mnt / "tools" / name), "proposal_removed": removed,
+               "wit_version": report["wit_version"]})
+    else:
+        click.echo(f"installed {name} in {mnt / 'tools' / name}")
+        if not removed:
+            click.echo(f"note: {mnt / base} changed after it was read and stays pending", err=True)
+    return 0
