@@ -87,6 +87,9 @@ class Tree(Protocol):
     def path(self, ino: int) -> Path | None:
         """The path of `ino` (its oldest link for a file), None when it has none."""
 
+    def paths(self, ino: int) -> list[Path]:
+        """Every path of `ino`: one per link (a file's hard links)."""
+
     def is_dir(self, ino: int) -> bool: ...
 
     def is_secret(self, ino: int) -> bool:
@@ -163,8 +166,9 @@ class Access:
 
 class Gate:
     """The checks of one mount, made before the VFS is asked.  `check_*` raise `Refusal` (and hand it to
-    `audit` first) or return the caller's kind.  Whether an inode is policy is worked out from its path and
-    cached until the next change of names (`renamed`), so a write through a descriptor costs a dict lookup."""
+    `audit` first) or return the caller's kind.  Whether an inode is policy is worked out from all its paths
+    (any link under policy makes it policy) and cached until the next change of names (`renamed`), so a write
+    through a descriptor costs a dict lookup."""
 
     def __init__(self, access: Access, tree: Tree, audit: Callable[[Refusal], None]) -> None:
         self.access = access
@@ -190,10 +194,11 @@ class Gate:
         return who
 
     def inode_is_policy(self, ino: int) -> bool:
+        """Policy if ANY of its links is (a hard link from a writable folder to a policy file is the policy
+        file), or if it is marked a secret."""
         cached = self._policy.get(ino)
         if cached is None:
-            path = self.tree.path(ino)
-            cached = self.tree.is_secret(ino) or (path is not None and is_policy(path))
+            cached = self.tree.is_secret(ino) or any(is_policy(p) for p in self.tree.paths(ino))
             self._policy[ino] = cached
         return cached
 
@@ -210,7 +215,8 @@ class Gate:
         """A change of the inode itself (write, truncate, chmod, xattrs, a link to it)."""
         who = self.who(uid, pid, op, ino)
         if who == AGENT and self.inode_is_policy(ino):
-            raise self._refuse(who, uid, pid, op, self.tree.path(ino), "policy is the owner's")
+            shown = next((p for p in self.tree.paths(ino) if is_policy(p)), None) or self.tree.path(ino)
+            raise self._refuse(who, uid, pid, op, shown, "policy is the owner's")
         return who
 
     def name(self, uid: int | None, pid: int, op: str, parent: int, name: bytes, ino: int | None = None) -> str:

@@ -52,6 +52,12 @@ class _Tree:
         found = self.vfs.store.path_of(ino)
         return None if found is None else pol.parts(found)
 
+    def paths(self, ino: int) -> list[pol.Path]:
+        if self.control is not None and self.control.owns(ino):
+            found = self._ctl_path(self.control, ino)
+            return [] if found is None else [found]
+        return [pol.parts(p) for p in self.vfs.store.paths_of(ino)]
+
     @staticmethod
     def _ctl_path(tree: ControlTree, ino: int) -> pol.Path | None:
         names: list[bytes] = []

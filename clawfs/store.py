@@ -403,6 +403,19 @@ class Store:
             ino = parent
         return b"/".join(reversed(parts))
 
+    def paths_of(self, ino: int) -> list[bytes]:
+        """Every path of `ino`, one per link (a file's hard links, oldest first; a directory has one)."""
+        out: list[bytes] = []
+        bases: dict[int, bytes | None] = {ROOT: b""}  # links mostly share a few folders: walk each up once
+        for parent, blob in self._db.dentries_of(ino):
+            if parent not in bases:
+                bases[parent] = self.path_of(parent)
+            base = bases[parent]
+            if base is not None:
+                name = self._env.open_name(parent, blob)
+                out.append(base + b"/" + name if base else name)
+        return out
+
     def has_entries(self, parent: int) -> bool:
         return self._db.dentry_has_children(parent)
 

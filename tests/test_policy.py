@@ -300,3 +300,34 @@ def test_a_single_user_mount_refuses_nothing_to_its_owner(tmp_path: Path) -> Non
         assert errno_of(lambda: fs.open(attr.ino, os.O_WRONLY, Ctx(AGENT_UID, AGENT_UID))) == errno.EACCES
     finally:
         store.close()
+
+
+def test_a_hard_link_is_policy_if_any_of_its_links_is(home: Home) -> None:
+    """The owner links an older file of the agent's into settings/: written through either name it is policy (the
+    gap this closed: an inode used to be judged by its oldest link alone).  Unlinked from settings/ it is the
+    agent's again."""
+    memory, settings = home.ino("memory"), home.ino("settings")
+    home.write("memory/shared.toml", b"from the agent\n", AGENT)
+    shared = home.ino("memory/shared.toml")
+    home.fs.link(shared, settings, b"shared.toml", OWNER)
+    for call in (lambda: home.fs.open(shared, os.O_WRONLY, AGENT), lambda: home.fs.setattr(shared, size=0, ctx=AGENT),
+                 lambda: home.fs.setxattr(shared, b"user.x", b"1", AGENT),
+                 lambda: home.fs.link(shared, memory, b"another", AGENT)):
+        assert errno_of(call) == errno.EACCES
+    assert home.read("memory/shared.toml", AGENT) == b"from the agent\n"
+    assert {r["path"] for r in home.refusals()} == {"/settings/shared.toml"}, "the policy name is the one logged"
+    fh = home.fs.open(home.ino("MEMORY.md"), os.O_WRONLY, AGENT)  # its own files stay its own
+    home.fs.release(fh)
+    home.fs.unlink(settings, b"shared.toml", OWNER)
+    home.write("memory/shared.toml", b"the agent's again\n", AGENT)
+    assert home.read("memory/shared.toml") == b"the agent's again\n"
+
+
+def test_a_write_handle_opened_before_the_owner_links_the_file_into_policy(home: Home) -> None:
+    home.write("memory/later.toml", b"x", AGENT)
+    later = home.ino("memory/later.toml")
+    fh = home.fs.open(later, os.O_WRONLY, AGENT)
+    home.fs.link(later, home.ino("tools/echo"), b"later.toml", OWNER)
+    assert errno_of(lambda: home.fs.write(fh, 0, b"evil")) == errno.EACCES
+    home.fs.release(fh)
+    assert home.read("tools/echo/later.toml") == b"x"

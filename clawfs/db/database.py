@@ -328,6 +328,11 @@ class Database:
         row = self._execute("SELECT parent, name FROM dentries WHERE ino = ? ORDER BY id LIMIT 1", (ino,)).fetchone()
         return None if row is None else (int(row[0]), bytes(row[1]))
 
+    def dentries_of(self, ino: int) -> list[tuple[int, bytes]]:
+        """(parent, encrypted name) of every entry that links to `ino`, oldest first (index dentries_by_ino)."""
+        return [(int(p), bytes(n)) for p, n in
+                self._execute("SELECT parent, name FROM dentries WHERE ino = ? ORDER BY id", (ino,))]
+
     def dentry_has_children(self, parent: int) -> bool:
         return self._scalar("SELECT 1 FROM dentries WHERE parent = ? LIMIT 1", (parent,)) is not None
 
