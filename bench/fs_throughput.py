@@ -55,6 +55,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import machine
+from kernel import mounts, sysinfo
 from mountd.ui import Progress
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,18 +71,8 @@ Run = tuple[dict[str, float], dict[str, float]]  # (workload -> seconds, extra m
 
 
 # -- the systems under test ----------------------------------------------------------------------------------
-def mountpoints() -> list[str]:
-    with open("/proc/self/mounts") as f:
-        return [line.split()[1] for line in f]
-
-
 def is_mounted(path: Path) -> bool:
-    return os.path.realpath(path) in mountpoints()
-
-
-def mounts_under(path: Path) -> list[str]:
-    top = os.path.realpath(path) + "/"
-    return [m for m in mountpoints() if m.startswith(top)]
+    return mounts.is_mountpoint(str(path))
 
 
 def run(cmd: list[str], *, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
@@ -213,18 +204,12 @@ def size_label(n: int) -> str:
 
 
 # -- timing primitives ---------------------------------------------------------------------------------------
-def drop_caches() -> None:
-    os.sync()
-    with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("3\n")
-
-
 def go_cold(t: Target) -> float:
     """Unmount (flushing the daemon), drop the kernel caches, mount again; returns the unmount seconds."""
     start = time.perf_counter()
     t.unmount()
     unmount_s = time.perf_counter() - start
-    drop_caches()
+    sysinfo.drop_caches()
     t.mount()
     return unmount_s
 
@@ -671,10 +656,10 @@ def main(argv: list[str] | None = None) -> int:
         runs = measure(a, work)
         report = build_report(a, work, runs)
     finally:
-        if not mounts_under(work):
+        if not mounts.mounts_under(str(work)):
             shutil.rmtree(work, ignore_errors=True)
         else:
-            console.log(f"[red]left {work} in place: still mounted there: {mounts_under(work)}")
+            console.log(f"[red]left {work} in place: still mounted there: {mounts.mounts_under(str(work))}")
         with contextlib.suppress(OSError):
             parent.rmdir()  # only if empty
     (a.out / "fs_throughput.json").write_text(json.dumps(report, indent=2) + "\n")

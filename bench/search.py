@@ -89,7 +89,7 @@ from clawfs.index.vectors import VectorIndex
 from clawfs.keys import Credentials
 from clawfs.store import ROOT, Store
 from clawfs.vfs import VFS, Ctx
-from kernel import sysinfo
+from kernel import mounts, sysinfo
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -728,14 +728,7 @@ def run(cmd: list[str], timeout: float = CMD_TIMEOUT) -> subprocess.CompletedPro
 
 
 def is_mounted(mnt: Path) -> bool:
-    real = os.path.realpath(mnt)
-    with open("/proc/self/mounts") as f:
-        return any(line.split()[1] == real for line in f)
-
-
-def drop_caches() -> None:
-    os.sync()
-    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    return mounts.is_mountpoint(str(mnt))
 
 
 @contextlib.contextmanager
@@ -794,7 +787,7 @@ def mount_series(work: Path, store: Path, opts: str, n: int, queries: list[str] 
     warm: list[float] = []
     loaded: list[float | None] = []
     if os.geteuid() == 0:
-        drop_caches()
+        sysinfo.drop_caches()
         with mounted(store, mnt, opts, log, cold) as m:
             loaded.append(wait_loaded(m))
     for i in range(n):

@@ -56,6 +56,12 @@ def is_mountpoint(path: str) -> bool:
     return find_by_mountpoint(path) is not None
 
 
+def mounts_under(path: str) -> list[str]:
+    """The mountpoints strictly below `path` (a directory about to be removed must have none left)."""
+    top = os.path.realpath(path).rstrip("/") + "/"
+    return [m.mountpoint for m in mounts() if m.mountpoint.startswith(top)]
+
+
 def set_readahead(mountpoint: str, kib: int) -> bool:
     """Raise the kernel's read-ahead for a mount (FUSE starts at 128 KiB, so cold streaming reads arrive in
     128 KiB requests).  Needs root; reads /proc rather than stat()ing the mount, which a FUSE daemon that is not

@@ -1,6 +1,7 @@
 """OS probes of the machine itself: the CPU's model and flags (/proc/cpuinfo), its memory (/proc/meminfo), the
 CPU time the whole machine and this process have spent (/proc/stat, times(2)), the load average, and the facts
-a benchmark's JSON records about the host.  Every such probe of ClawFS, its tuner and its benchmarks lives here
+a benchmark's JSON records about the host; and the one write, dropping the page cache for a cold-cache
+benchmark.  Every such probe of ClawFS, its tuner and its benchmarks lives here
 (the house rule: /proc and /sys reads only in kernel/); each parser is a pure function of the file's text so a
 unit test can feed it any machine's file."""
 
@@ -176,6 +177,13 @@ class OtherLoad:
                     self._cores = other_cores(self._last, now)
                 self._last = now
             return self._cores
+
+
+def drop_caches(*, proc: Path = PROC) -> None:
+    """Write what is dirty, then drop the kernel's page cache, dentries and inodes (`sync; echo 3 >
+    /proc/sys/vm/drop_caches`): the next reads come from the disk.  Needs root (PermissionError otherwise)."""
+    os.sync()
+    (proc / "sys" / "vm" / "drop_caches").write_text("3\n")
 
 
 def load_average() -> list[float]:

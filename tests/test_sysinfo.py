@@ -83,3 +83,17 @@ def test_other_load_is_throttled_and_non_negative():
     assert load.cores() == 0.0  # first look: nothing to compare with yet
     assert load.cores() == 0.0  # within `every`: the cached figure, no second read
     assert sysinfo.OtherLoad(every=0.0).cores() >= 0.0
+
+
+def test_drop_caches_syncs_then_asks_for_all_three(tmp_path, monkeypatch):
+    """On a stand-in /proc (dropping the real page cache would slow every other test on the machine)."""
+    vm = tmp_path / "sys" / "vm"
+    vm.mkdir(parents=True)
+    (vm / "drop_caches").write_text("")
+    calls = []
+    monkeypatch.setattr(os, "sync", lambda: calls.append((vm / "drop_caches").read_text()))
+    sysinfo.drop_caches(proc=tmp_path)
+    assert calls == [""], "sync runs first, before the caches are dropped"
+    assert (vm / "drop_caches").read_text() == "3\n"
+    with pytest.raises(FileNotFoundError):
+        sysinfo.drop_caches(proc=tmp_path / "absent")
