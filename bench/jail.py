@@ -7,6 +7,9 @@
   leak check, Egress with a pinned address), p50/p95 and the added p50.
 - battery: attempts made from inside a jail (files outside the home, refused syscalls, raw sockets, the host's
   loopback v4/v6), how many were blocked, escapes (target 0).
+- policy: attempts from inside a jail beneath a real ClawFS mount made with `-o agent_uid` at the owner's policy
+  (settings/llm.toml, tools/, secrets/, channel.toml, .clawfs/: docs/ARCHITECTURE.md, "Policy is the owner's"),
+  blocked, escapes (target 0); an attempt that succeeds but changes no policy file still counts as an escape.
 
 Output: OUT/jail.json and the same JSON on stdout.
 
@@ -70,6 +73,78 @@ for host, port in TARGETS:
     report(f"connect {host}", lambda: s.connect((host, port)))
     s.close()
 """
+
+
+# Policy attempts, run from /agent (the mount): same output as BATTERY.
+POLICY_BATTERY = r"""
+import errno, os
+os.chdir("/agent")
+def report(name, fn):
+    try:
+        fn()
+        print(name, "ok")
+    except OSError as e:
+        print(name, errno.errorcode.get(e.errno, "?"))
+def write(p, data=b"evil", mode="wb"):
+    with open(p, mode) as f:
+        f.write(data)
+def write_existing(p):
+    fd = os.open(p, os.O_WRONLY)
+    try:
+        os.write(fd, b"evil")
+    finally:
+        os.close(fd)
+os.symlink("../settings/llm.toml", "memory/llm-sym")
+report("append settings/llm.toml", lambda: write("settings/llm.toml", mode="ab"))
+report("overwrite settings/llm.toml", lambda: write_existing("settings/llm.toml"))
+report("truncate settings/llm.toml", lambda: os.truncate("settings/llm.toml", 0))
+report("unlink settings/llm.toml", lambda: os.unlink("settings/llm.toml"))
+report("rename over settings/llm.toml", lambda: os.rename("memory/prepared.toml", "settings/llm.toml"))
+report("rename settings/ away", lambda: os.rename("settings", "memory/old-settings"))
+report("create settings/network.toml", lambda: write("settings/network.toml"))
+report("mkdir tools/evil", lambda: os.mkdir("tools/evil"))
+report("overwrite tools/echo/capabilities.json", lambda: write_existing("tools/echo/capabilities.json"))
+report("overwrite tools/echo/tool.wasm", lambda: write_existing("tools/echo/tool.wasm"))
+report("hard link settings/llm.toml", lambda: os.link("settings/llm.toml", "memory/llm-hard"))
+report("write through a symlink", lambda: write_existing("memory/llm-sym"))
+report("chmod settings/llm.toml", lambda: os.chmod("settings/llm.toml", 0o666))
+report("setxattr settings/llm.toml", lambda: os.setxattr("settings/llm.toml", "user.evil", b"1"))
+report("create a secret", lambda: write("secrets/new"))
+report("overwrite channel.toml", lambda: write_existing("channels/mail/channel.toml"))
+report("write under .clawfs", lambda: write(".clawfs/evil"))
+report("read .clawfs/audit", lambda: os.listdir(".clawfs/audit"))
+"""
+POLICY_FILES = ("settings/llm.toml", "tools/echo/tool.wasm", "tools/echo/capabilities.json",
+                "channels/mail/channel.toml")
+
+
+def bench_policy(tmp: str) -> dict[str, Any]:
+    """The policy battery beneath a real agent_uid mount (a fresh store), and whether any policy file changed."""
+    import sys
+
+    def clawfs(*argv: str) -> None:
+        subprocess.run([sys.executable, "-m", "mountd.cli", *argv], check=True, capture_output=True, timeout=120)
+
+    store, passfile, mnt = Path(tmp, "policy.claw"), Path(tmp, "policy.pass"), Path(tmp, "policy-mnt")
+    passfile.write_text("bench passphrase\n")
+    mnt.mkdir()
+    clawfs("mkfs", str(store), "--passphrase-file", str(passfile))
+    clawfs("mount", str(store), str(mnt), "-o", f"passphrase_file={passfile},noindex,agent_uid={jail.JAIL_UID}")
+    try:
+        for d in ("settings", "tools/echo", "channels/mail", "secrets", "memory"):
+            (mnt / d).mkdir(parents=True)
+        for rel in (*POLICY_FILES, "memory/prepared.toml"):
+            (mnt / rel).write_text(f"{rel}\n")
+        j = jail.start(jail.JailConfig(mount=str(mnt)), ["python3", "-c", POLICY_BATTERY], stdout=subprocess.PIPE)
+        out, _ = j.proc.communicate(timeout=120)
+        j.wait()
+        results = dict(line.rsplit(" ", 1) for line in out.decode().splitlines())
+        changed = [rel for rel in POLICY_FILES if (mnt / rel).read_text() != f"{rel}\n"]
+    finally:
+        clawfs("umount", str(mnt))
+    escapes = sorted({k for k, v in results.items() if v == "ok"} | {f"changed {rel}" for rel in changed})
+    return {"attempts": len(results), "blocked": len(results) - len([k for k in escapes if k in results]),
+            "escapes": len(escapes), "escaped": escapes, "answers": results}
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -182,7 +257,8 @@ def main() -> None:
         hostfile = Path(tmp) / "store.claw"
         hostfile.write_text("ciphertext")
         result = {"machine": machine_info(), "start": bench_start(str(home), args.repeat),
-                  "proxy": bench_proxy(args.requests), "battery": bench_battery(str(home), str(hostfile))}
+                  "proxy": bench_proxy(args.requests), "battery": bench_battery(str(home), str(hostfile)),
+                  "policy": bench_policy(tmp)}
     os.makedirs(args.out, exist_ok=True)
     Path(args.out, "jail.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
