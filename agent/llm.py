@@ -75,19 +75,12 @@ class LLMClient:
             t0 = time.perf_counter()
             try:
                 resp = self._http.post("chat/completions", json=body)
-            except httpx.TimeoutException as e:
+            except httpx.HTTPError as e:  # no answer at all: a timeout, or the server not reached
                 waited += time.perf_counter() - t0
+                final, why = self._no_answer(e)
                 if last:
-                    raise LLMError(f"the LLM at {self.settings.base_url} did not answer within "
-                                   f"{self.settings.timeout_seconds:g} s") from e
-                self._backoff(attempt, None, f"timeout ({e})")
-                continue
-            except httpx.HTTPError as e:
-                waited += time.perf_counter() - t0
-                if last:
-                    raise LLMError(f"the LLM at {self.settings.base_url} cannot be reached ({type(e).__name__}: "
-                                   f"{e}); is the server running? (settings/llm.toml base_url)") from e
-                self._backoff(attempt, None, f"{type(e).__name__}: {e}")
+                    raise LLMError(final) from e
+                self._backoff(attempt, None, why)
                 continue
             waited += time.perf_counter() - t0
             if resp.status_code == 429 or resp.status_code >= 500:
@@ -104,6 +97,14 @@ class LLMClient:
             completion.seconds = waited
             return completion
         raise AssertionError("unreachable")
+
+    def _no_answer(self, e: httpx.HTTPError) -> tuple[str, str]:
+        """(the error once retries are spent, the reason a retry logs) for a request that got no answer."""
+        url = self.settings.base_url
+        if isinstance(e, httpx.TimeoutException):
+            return f"the LLM at {url} did not answer within {self.settings.timeout_seconds:g} s", f"timeout ({e})"
+        return (f"the LLM at {url} cannot be reached ({type(e).__name__}: {e}); is the server running? "
+                "(settings/llm.toml base_url)", f"{type(e).__name__}: {e}")
 
     def _backoff(self, attempt: int, retry_after: str | None, why: str) -> None:
         delay = self.settings.backoff_seconds * (2 ** attempt)

@@ -9,7 +9,7 @@ from typing import Any
 
 import ironclaw_db
 import pytest
-from helpers import StoreFixture, is_mounted, make_store
+from helpers import StoreFixture, is_mounted, make_store, small_tmpfs
 
 HAVE_FUSE = os.path.exists("/dev/fuse")
 FUSE_SKIP = "needs /dev/fuse (FUSE kernel module) to mount a real filesystem"
@@ -26,6 +26,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 def store(tmp_path: Path) -> StoreFixture:
     return make_store(tmp_path)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A SMALL_DISK_MB MiB tmpfs at tmp/disk to fill up (root only: skipped elsewhere)."""
+    with small_tmpfs(tmp_path / "disk") as disk:
+        yield disk
 
 
 @pytest.fixture

@@ -1,20 +1,27 @@
-"""Shared test helpers: run the real `clawfs` command, mount and unmount stores, fsck as the oracle."""
+"""Shared test helpers: run the real `clawfs` command, mount and unmount stores, fsck as the oracle; open a store
+as the mount daemon does; a small disk to fill up."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import pytest
 
 if TYPE_CHECKING:
     from clawfs.store import Store
 
 CLAWFS = str(Path(sys.executable).parent / "clawfs")
 PASSPHRASE = b"correct horse battery staple"
+SMALL_DISK_MB = 48  # the `small_disk` fixture's size: fills up in a second or two
 
 
 def run(*args: str, check: bool = True, input: bytes | None = None,
@@ -62,10 +69,12 @@ class StoreFixture:
         return p.read_text() if p.exists() else ""
 
 
-def make_store(tmp: Path, name: str = "agent.claw", *extra: str) -> StoreFixture:
+def make_store(tmp: Path, name: str = "agent.claw", *extra: str, store_dir: Path | None = None) -> StoreFixture:
+    """`clawfs mkfs` of `<store_dir or tmp>/<name>` (with `extra` arguments) under PASSPHRASE; the passphrase
+    file and the mount log stay in `tmp` (so a store on a disk that fills up does not take its log with it)."""
     passfile = tmp / "passphrase"
     passfile.write_bytes(PASSPHRASE + b"\n")
-    store = tmp / name
+    store = (store_dir or tmp) / name
     run("mkfs", str(store), "--passphrase-file", str(passfile), *extra)
     return StoreFixture(store, passfile, tmp)
 
@@ -118,3 +127,39 @@ def open_as_mount(path: str, passphrase: bytes) -> tuple[Store, bytes]:
 
     master = Store.unlock_master(path, Credentials(passphrases=[passphrase]))
     return Store.open(path, Credentials(tpm=False), master_key=master), master
+
+
+@contextlib.contextmanager
+def small_tmpfs(where: Path, mb: int = SMALL_DISK_MB) -> Iterator[Path]:
+    """A tmpfs of `mb` MiB mounted at `where` (made), to fill up; the test is skipped where it cannot be mounted
+    (needs root).  Unmounted after (lazily if busy)."""
+    where.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={mb}m", "tmpfs", str(where)],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        pytest.skip(f"cannot mount a {mb} MiB tmpfs to fill up (needs root): {proc.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        if subprocess.run(["umount", str(where)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def fill_file(path: Path, limit: int, chunk: int = 1 << 20) -> tuple[int, OSError | None]:
+    """Write random `chunk`s to `path`, fsync'ing every four, until an error or `limit` bytes; (bytes, error)."""
+    rng = random.Random(7)
+    written = 0
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        while written < limit:
+            os.write(fd, rng.randbytes(chunk))
+            written += chunk
+            if written % (4 * chunk) == 0:
+                os.fsync(fd)
+        os.fsync(fd)
+    except OSError as e:
+        return written, e
+    finally:
+        with contextlib.suppress(OSError):  # close reports a late write-back error again; already seen
+            os.close(fd)
+    return written, None

@@ -3,65 +3,24 @@ its log, the message waits (nothing lost, nothing half-answered), and once space
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
-import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from agent_home import Home, llm_toml, running
 from faults import safe_unmount, wait_for
-from helpers import PASSPHRASE, StoreFixture, run
+from helpers import SMALL_DISK_MB, fill_file, make_store
 from llm_server import ScriptedLLM
 
 from agent import maildir
 
 pytestmark = [pytest.mark.fuse, pytest.mark.slow]
 
-DISK_MB = 48
-CHUNK = 1 << 20
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", str(disk)],
-                          capture_output=True, text=True)
-    if proc.returncode:
-        pytest.skip(f"cannot mount a {DISK_MB} MiB tmpfs to fill up (needs root): {proc.stderr.strip()}")
-    try:
-        yield disk
-    finally:
-        if subprocess.run(["umount", str(disk)], capture_output=True).returncode:
-            subprocess.run(["umount", "-l", str(disk)], capture_output=True)
-
-
-def fill(path: Path) -> OSError | None:
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
-    try:
-        for i in range(4 * DISK_MB):
-            os.write(fd, os.urandom(CHUNK))
-            if i % 4 == 3:
-                os.fsync(fd)
-        os.fsync(fd)
-    except OSError as e:
-        return e
-    finally:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    return None
-
 
 def test_a_full_disk_pauses_the_turn_and_the_message_is_answered_once_space_is_back(
         small_disk: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    passfile = tmp_path / "passphrase"
-    passfile.write_bytes(PASSPHRASE + b"\n")
-    store = StoreFixture(small_disk / "agent.claw", passfile, tmp_path)
-    run("mkfs", str(store.path), "--passphrase-file", str(passfile), "--agent-home")
+    store = make_store(tmp_path, "agent.claw", "--agent-home", store_dir=small_disk)
     mnt = tmp_path / "mnt"
     store.mount(mnt)
     llm = ScriptedLLM().start()
@@ -71,7 +30,7 @@ def test_a_full_disk_pauses_the_turn_and_the_message_is_answered_once_space_is_b
         (mnt / "settings" / "llm.toml").write_text(llm_toml(llm.base_url))
         msgid = home.send("hello on a full disk")
         ballast = small_disk / "ballast.bin"  # beside the store: the disk under the home fills up
-        err = fill(ballast)
+        _, err = fill_file(ballast, 4 * SMALL_DISK_MB << 20)
         assert err is not None and err.errno == errno.ENOSPC, err
         caplog.set_level(logging.ERROR, logger="agent")
         with running(home):

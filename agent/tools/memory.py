@@ -110,19 +110,26 @@ def _search(home: Path, name: str, k: int, prefix: str | None) -> list[dict[str,
     return hits[:k]
 
 
-class MemorySearch:
-    name = "memory_search"
-    description = ("Search the agent's memory (notes, daily logs, past conversations) by meaning and words. "
-                   "Returns each hit's path, score and matching text.")
-    parameters: dict[str, Any] = {
-        "type": "object",
-        "properties": {"query": {"type": "string", "description": "What to look for."},
-                       "limit": {"type": "integer", "minimum": 1, "maximum": SEARCH_MAX, "default": 5},
-                       "reasoning": {"type": "string", "description": "Why (logged only)."}},
-        "required": ["query"]}
+def _object_schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """A tool's parameters: a JSON schema of type object (IronClaw's shape)."""
+    return {"type": "object", "properties": properties, "required": required}
+
+
+class _HomeTool:
+    """A tool over the files of one mounted home."""
 
     def __init__(self, home: Path) -> None:
         self.home = home
+
+
+class MemorySearch(_HomeTool):
+    name = "memory_search"
+    description = ("Search the agent's memory (notes, daily logs, past conversations) by meaning and words. "
+                   "Returns each hit's path, score and matching text.")
+    parameters = _object_schema({"query": {"type": "string", "description": "What to look for."},
+                                 "limit": {"type": "integer", "minimum": 1, "maximum": SEARCH_MAX, "default": 5},
+                                 "reasoning": {"type": "string", "description": "Why (logged only)."}},
+                                required=["query"])
 
     def call(self, args: dict[str, Any]) -> str:
         hits = search_results(self.home, args["query"], int(args.get("limit", 5)))
@@ -132,18 +139,13 @@ class MemorySearch:
                            for h in hits], ensure_ascii=False, indent=1)
 
 
-class MemoryRead:
+class MemoryRead(_HomeTool):
     name = "memory_read"
     description = "Read a file of the agent's memory, or one of its earlier versions."
-    parameters: dict[str, Any] = {
-        "type": "object",
-        "properties": {"path": {"type": "string"},
-                       "version": {"type": "integer", "minimum": 1},
-                       "list_versions": {"type": "boolean", "default": False}},
-        "required": ["path"]}
-
-    def __init__(self, home: Path) -> None:
-        self.home = home
+    parameters = _object_schema({"path": {"type": "string"},
+                                 "version": {"type": "integer", "minimum": 1},
+                                 "list_versions": {"type": "boolean", "default": False}},
+                                required=["path"])
 
     def call(self, args: dict[str, Any]) -> str:
         rel = rel_path(args["path"])
@@ -175,23 +177,22 @@ def _version_key(name: str) -> tuple[int, str]:
     return (int(head) if head.isdigit() else 1 << 30, name)
 
 
-class MemoryWrite:
+class MemoryWrite(_HomeTool):
     name = "memory_write"
     description = ("Write to the agent's memory: append to (default) or replace a file. target is 'daily_log' "
                    "(today's log, default), 'memory' (MEMORY.md), 'heartbeat', 'bootstrap', or a path.")
-    parameters: dict[str, Any] = {
-        "type": "object",
-        "properties": {"content": {"type": "string"},
-                       "target": {"type": "string", "default": "daily_log"},
-                       "append": {"type": "boolean", "default": True},
-                       "old_string": {"type": "string"},
-                       "new_string": {"type": "string"},
-                       "replace_all": {"type": "boolean", "default": False},
-                       "layer": {"type": "string"}, "force": {"type": "boolean"}, "metadata": {"type": "object"}},
-        "required": ["content"]}
+    parameters = _object_schema({"content": {"type": "string"},
+                                 "target": {"type": "string", "default": "daily_log"},
+                                 "append": {"type": "boolean", "default": True},
+                                 "old_string": {"type": "string"},
+                                 "new_string": {"type": "string"},
+                                 "replace_all": {"type": "boolean", "default": False},
+                                 "layer": {"type": "string"}, "force": {"type": "boolean"},
+                                 "metadata": {"type": "object"}},
+                                required=["content"])
 
     def __init__(self, home: Path, today: Any = None) -> None:
-        self.home = home
+        super().__init__(home)
         self._today = today or dt.date.today
 
     def target(self, target: str) -> str:
@@ -240,18 +241,13 @@ def _ends_with_newline(path: Path) -> bool:
         return f.read(1) == b"\n"
 
 
-class MemoryTree:
+class MemoryTree(_HomeTool):
     name = "memory_tree"
     description = "List the files and folders of the agent's memory, to a depth."
-    parameters: dict[str, Any] = {
-        "type": "object",
-        "properties": {"path": {"type": "string", "default": ""},
-                       "depth": {"type": "integer", "minimum": 1, "maximum": 10, "default": 1}},
-        "required": []}
+    parameters = _object_schema({"path": {"type": "string", "default": ""},
+                                 "depth": {"type": "integer", "minimum": 1, "maximum": 10, "default": 1}},
+                                required=[])
     MAX_ENTRIES = 2000
-
-    def __init__(self, home: Path) -> None:
-        self.home = home
 
     def call(self, args: dict[str, Any]) -> str:
         raw = str(args.get("path", "") or "")
