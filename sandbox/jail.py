@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -38,6 +39,7 @@ PROXY_PORT = 3128
 JAIL_UID = 64010  # default host uid/gid of a jail: no account, not 0, not nobody (65534)
 RUNTIME_PACKAGES = ("agent", "sandbox", "kernel")
 EXIT_SETUP_FAILED = 125
+CA_BUNDLE = "/etc/clawfs-ca-bundle.pem"  # in the jail: the system's CAs and the store CA (JailConfig.ca_pem)
 log = logging.getLogger("clawfs.jail")
 
 
@@ -61,6 +63,7 @@ class JailConfig:
     cgroup_dirs: dict[str, str] = field(default_factory=dict)
     layers: dict[str, bool] = field(default_factory=dict)  # which layers to apply (weaker jail: some off)
     env: dict[str, str] = field(default_factory=dict)
+    ca_pem: str = ""  # the store CA's certificate (sandbox/tls_ca.py): trusted in the jail beside the system's
 
 
 def runtime_paths() -> list[str]:
@@ -85,6 +88,8 @@ def jail_env(cfg: JailConfig) -> dict[str, str]:
            # curl reads only the lower-case http_proxy; Python and httpx read either.
            "HTTP_PROXY": proxy, "HTTPS_PROXY": proxy, "http_proxy": proxy, "https_proxy": proxy,
            "NO_PROXY": "", "no_proxy": ""}
+    if cfg.ca_pem:  # OpenSSL and Python's ssl, httpx, requests, curl: each reads one of these
+        env.update(SSL_CERT_FILE=CA_BUNDLE, REQUESTS_CA_BUNDLE=CA_BUNDLE, CURL_CA_BUNDLE=CA_BUNDLE)
     env.update(cfg.env)
     return env
 
@@ -114,6 +119,9 @@ def _build_root(cfg: JailConfig) -> None:
         fh.write(f"agent:x:{INSIDE_UID}:\n")
     with open(f"{root}/etc/hosts", "w") as fh:
         fh.write("127.0.0.1 localhost\n::1 localhost\n")
+    if cfg.ca_pem:
+        with open(f"{root}{CA_BUNDLE}", "w") as fh:
+            fh.write(_system_cas() + "\n" + cfg.ca_pem)
     rootfs.bind_devices(f"{root}/dev")
     os.makedirs(f"{root}/tmp")
     rootfs.mount_tmpfs(f"{root}/tmp", size=cfg.tmp_size, mode=0o1777)
@@ -123,6 +131,16 @@ def _build_root(cfg: JailConfig) -> None:
     rootfs.mount_proc(f"{root}/proc")
     rootfs.remount_readonly(root)
     rootfs.pivot_into(root)
+
+
+def _system_cas() -> str:
+    """The host's CA bundle as OpenSSL finds it (empty if there is none: the store CA alone is then trusted)."""
+    path = ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt"
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError:
+        return ""
 
 
 def _enter_namespaces(cfg: JailConfig, control: socket.socket) -> None:
@@ -201,8 +219,10 @@ def launcher_main(cfg: JailConfig, argv: list[str], control: socket.socket) -> i
             print(f"clawfs jail: confining failed: {e}", file=sys.stderr)
             code = EXIT_SETUP_FAILED
         os._exit(code)
-    # The launcher stays outside the new pid namespace only to pass on the exit status: it gives up its
-    # capabilities in the jail's user namespace too.
+    # The launcher stays outside the new pid namespace only to pass on the exit status (and SIGTERM/SIGINT, which
+    # pid 1 hands to the command): it gives up its capabilities in the jail's user namespace too.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: os.kill(pid, signum))
     privileges.set_no_new_privs()
     privileges.drop_all_capabilities()
     return _reap_until(pid)

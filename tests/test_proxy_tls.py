@@ -1,0 +1,314 @@
+"""TLS termination in the egress proxy (sandbox/tls_ca.py, sandbox/proxy.py): the per-store CA and its leaves;
+over real sockets on loopback, CONNECT to a host with a credential binding answered by the proxy (credential
+injected upstream, the echo redacted, allowlist and leak check as for a forwarded request), a host without one
+tunnelled to the upstream's own certificate, a client that does not trust the store CA refused by its own TLS;
+and from inside a real jail, curl and Python trusting the store CA only through the bundle the jail is given.
+
+The upstream listens on a random 127.x.y.z at port 443 (CONNECT reaches 443 only), so those tests need root or
+a low unprivileged-port sysctl."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import os
+import random
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from wasm.support import ALLOWED, LOOPBACK, Secrets, Server, StubResolver, serve
+
+from kernel import jailcheck
+from sandbox import capabilities, jail, tls_ca
+from sandbox.egress import Egress, EgressConfig, ToolIdentity
+from sandbox.proxy import Audit, EgressProxy, ProxyClient
+
+PLAIN = "plain.allowed.test"  # allowlisted, no credential bound: tunnelled
+VALUE = "tok-s3cr3t-value-0123456789"
+
+
+# -- the CA ---------------------------------------------------------------------------------------------------------
+
+def handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, name: str) -> Mapping[str, object]:
+    """A real TLS handshake over a socket pair; the client's view of the peer certificate, or the client's
+    error raised."""
+    a, b = socket.socketpair()
+    errors: list[Exception] = []
+
+    def server() -> None:
+        try:
+            with server_ctx.wrap_socket(a, server_side=True):
+                pass
+        except (ssl.SSLError, OSError) as e:
+            errors.append(e)
+
+    t = threading.Thread(target=server)
+    t.start()
+    try:
+        with client_ctx.wrap_socket(b, server_hostname=name) as c:
+            peer = c.getpeercert()
+    finally:
+        b.close()
+        t.join(10)
+    assert peer is not None
+    return peer
+
+
+def trusting(pem: bytes) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies, checks the host name, trusts `pem` alone
+    ctx.load_verify_locations(cadata=pem.decode())
+    ctx.verify_flags |= ssl.VERIFY_X509_STRICT  # Python 3.13's default: the CA must be a proper one
+    return ctx
+
+
+def test_a_leaf_verifies_against_the_ca_for_its_host_only() -> None:
+    ca = tls_ca.generate()
+    peer = handshake(ca.server_context("api.example.test"), trusting(ca.cert_pem), "api.example.test")
+    assert peer["subjectAltName"] == (("DNS", "api.example.test"),)
+    with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch"):
+        handshake(ca.server_context("api.example.test"), trusting(ca.cert_pem), "other.example.test")
+    leaf, _ = ca.issue("api.example.test")
+    leaf.verify_directly_issued_by(ca.cert)
+    life = leaf.not_valid_after_utc - leaf.not_valid_before_utc
+    assert life <= datetime.timedelta(hours=tls_ca.LEAF_HOURS) + tls_ca.BACKDATE
+    assert ca.cert.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == 0
+
+
+def test_the_store_ca_is_not_trusted_by_the_system_store() -> None:
+    ca = tls_ca.generate()
+    with pytest.raises(ssl.SSLCertVerificationError, match=r"unable to get local issuer certificate|self-signed"):
+        handshake(ca.server_context("api.example.test"), ssl.create_default_context(), "api.example.test")
+    system = ssl.create_default_context()
+    assert ca.cert_pem.decode() not in json.dumps(system.get_ca_certs(binary_form=False))
+
+
+def test_serialised_ca_signs_leaves_the_original_certificate_verifies() -> None:
+    ca = tls_ca.generate()
+    again = tls_ca.from_bytes(tls_ca.to_bytes(ca))
+    assert again.cert == ca.cert
+    handshake(again.server_context("api.example.test"), trusting(ca.cert_pem), "api.example.test")
+    with pytest.raises(tls_ca.CAError):
+        tls_ca.from_bytes(b"not a pem")
+    other = tls_ca.generate()
+    with pytest.raises(tls_ca.CAError, match="does not match"):  # one CA's certificate with another's key
+        tls_ca.from_bytes(ca.cert_pem + tls_ca.to_bytes(other).split(b"-----END CERTIFICATE-----\n")[1])
+
+
+def test_leaves_are_cached_per_host_and_names_checked() -> None:
+    ca = tls_ca.generate()
+    assert ca.server_context("a.test") is ca.server_context("A.test.")
+    assert ca.server_context("a.test") is not ca.server_context("b.test")
+    for bad in ("", "a b.test", "*.test", "ünï.test"):
+        with pytest.raises(tls_ca.CAError):
+            ca.issue(bad)
+
+
+# -- the proxy over loopback ----------------------------------------------------------------------------------------
+
+@dataclass
+class Setup:
+    srv: Server
+    ca: tls_ca.StoreCA
+    audit: io.StringIO
+    port: int  # the proxy's
+
+
+@contextmanager
+def upstream() -> Iterator[Server]:
+    """The test HTTPS server (certificate for both names from its own throwaway CA) on 127.x.y.z:443."""
+    address = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+    try:
+        with serve(names=(ALLOWED, PLAIN), address=(address, 443)) as srv:
+            yield srv
+    except PermissionError:
+        pytest.skip("binding port 443 on loopback needs root (CI runs as root)")
+
+
+def make_proxy(srv: Server, ca: tls_ca.StoreCA | None) -> tuple[EgressProxy, io.StringIO, int]:
+    http = capabilities.parse(json.dumps({"http": {
+        "allowlist": [{"host": ALLOWED, "path_prefix": "/api/", "methods": ["GET", "POST"]},
+                      {"host": PLAIN, "path_prefix": "/api/"}],
+        "credentials": {"k": {"secret_name": "tok", "location": {"type": "bearer"}, "host_patterns": [ALLOWED]}},
+    }})).http
+    config = srv.config(resolver=StubResolver({ALLOWED: [srv.address], PLAIN: [srv.address]}),
+                        credentials=Secrets({"tok": VALUE}))
+    assert isinstance(config, EgressConfig) and config.allow_networks == LOOPBACK
+    audit = io.StringIO()
+    proxy = EgressProxy(Egress(config), Audit(audit), secret_values=lambda: [VALUE], ca=ca)
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    proxy.serve(s, ProxyClient(ToolIdentity("t"), http))
+    return proxy, audit, s.getsockname()[1]
+
+
+@pytest.fixture
+def setup() -> Iterator[Setup]:
+    with upstream() as srv:
+        ca = tls_ca.generate()
+        proxy, audit, port = make_proxy(srv, ca)
+        try:
+            yield Setup(srv, ca, audit, port)
+        finally:
+            proxy.close()
+
+
+def through(port: int, host: str, ctx: ssl.SSLContext, request: bytes) -> tuple[Mapping[str, object], bytes]:
+    """CONNECT host:443 through the proxy, TLS with `ctx` inside, one request: (peer certificate, answer)."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+    raw.sendall(f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = raw.recv(1)
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 200"), head
+    with ctx.wrap_socket(raw, server_hostname=host) as tls:
+        peer = tls.getpeercert()
+        tls.sendall(request)
+        out = b""
+        while chunk := tls.recv(65536):
+            out += chunk
+    assert peer is not None
+    return peer, out
+
+
+def issuer(peer: Mapping[str, object]) -> str:
+    return ",".join(f"{k}={v}" for rdn in peer["issuer"] for k, v in rdn)  # type: ignore[attr-defined]
+
+
+def get(path: str, host: str = ALLOWED, extra: str = "") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n".encode()
+
+
+def test_a_bound_host_is_terminated_credential_injected_and_echo_redacted(setup: Setup) -> None:
+    peer, out = through(setup.port, ALLOWED, trusting(setup.ca.cert_pem), get("/api/echo"))
+    assert issuer(peer) == "organizationName=ClawFS,commonName=ClawFS store CA"
+    assert setup.srv.seen[-1]["headers"]["Authorization"] == f"Bearer {VALUE}"  # type: ignore[index]
+    assert out.startswith(b"HTTP/1.1 200")
+    assert VALUE.encode() not in out and b"[REDACTED:tok]" in out
+    line = json.loads(setup.audit.getvalue().splitlines()[-1])
+    assert line["allowed"] and line["via"] == "CONNECT (terminated)"
+    assert line["target"] == f"https://{ALLOWED}/api/echo"
+    assert VALUE not in setup.audit.getvalue()
+
+
+def test_httpx_through_the_proxy_trusting_the_store_ca(setup: Setup) -> None:
+    ctx = ssl.create_default_context(cadata=setup.ca.cert_pem.decode())
+    with httpx.Client(proxy=f"http://127.0.0.1:{setup.port}", verify=ctx, trust_env=False) as client:
+        r = client.get(f"https://{ALLOWED}/api/echo")
+    assert r.status_code == 200
+    assert "[REDACTED:tok]" in r.json()["auth"] and VALUE not in r.text
+    assert setup.srv.seen[-1]["headers"]["Authorization"] == f"Bearer {VALUE}"  # type: ignore[index]
+
+
+def test_inside_the_tunnel_allowlist_and_leak_check_hold(setup: Setup) -> None:
+    ctx = trusting(setup.ca.cert_pem)
+    _, out = through(setup.port, ALLOWED, ctx, get("/private/x"))
+    assert out.startswith(b"HTTP/1.1 403") and b"allowlist" in out
+    _, out = through(setup.port, ALLOWED, ctx, get("/api/ok", extra=f"X-Data: {VALUE}\r\n"))
+    assert out.startswith(b"HTTP/1.1 403") and b"leak detected" in out
+    _, out = through(setup.port, ALLOWED, ctx, b"DELETE /api/ok HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 403")
+    assert setup.srv.seen == []
+    lines = [json.loads(x) for x in setup.audit.getvalue().splitlines()]
+    assert [x["allowed"] for x in lines] == [False, False, False]
+    assert VALUE not in setup.audit.getvalue()
+
+
+def test_a_host_without_binding_is_tunnelled_to_the_upstreams_own_certificate(setup: Setup) -> None:
+    assert setup.srv.ca is not None
+    ctx = ssl.create_default_context()
+    setup.srv.ca.configure_trust(ctx)  # the upstream's CA only: the store CA would fail here
+    peer, out = through(setup.port, PLAIN, ctx, get("/api/echo", PLAIN))
+    assert "trustme" in issuer(peer)
+    assert out.startswith(b"HTTP/1.0 200") or out.startswith(b"HTTP/1.1 200")
+    assert "Authorization" not in setup.srv.seen[-1]["headers"]  # type: ignore[operator]
+    assert json.loads(setup.audit.getvalue().splitlines()[-1])["reason"] == "tunnel"
+
+
+def test_a_client_not_trusting_the_store_ca_fails_verification(setup: Setup) -> None:
+    assert setup.srv.ca is not None
+    ctx = ssl.create_default_context()
+    setup.srv.ca.configure_trust(ctx)  # trusts the real upstream, not the store CA
+    with pytest.raises(ssl.SSLCertVerificationError):
+        through(setup.port, ALLOWED, ctx, get("/api/echo"))
+    assert setup.srv.seen == []  # nothing went upstream
+    deadline = time.monotonic() + 10  # the proxy's side of the handshake ends a moment after the client's
+    while not setup.audit.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    line = json.loads(setup.audit.getvalue().splitlines()[-1])
+    assert line["allowed"] is False and "TLS towards the client" in line["reason"]
+
+
+def test_without_the_store_ca_a_bound_host_is_tunnelled_untouched() -> None:
+    with upstream() as srv:
+        proxy, audit, port = make_proxy(srv, None)
+        assert srv.ca is not None
+        ctx = ssl.create_default_context()
+        srv.ca.configure_trust(ctx)
+        try:
+            peer, out = through(port, ALLOWED, ctx, get("/api/echo"))
+        finally:
+            proxy.close()
+        assert "trustme" in issuer(peer) and b" 200 " in out[:16]
+        assert json.loads(audit.getvalue().splitlines()[-1])["reason"] == "tunnel"
+        assert "Authorization" not in srv.seen[-1]["headers"]  # type: ignore[operator]
+
+
+# -- from inside a real jail ------------------------------------------------------------------------------------
+
+JAIL_SCRIPT = f"""
+set -u
+env -u CURL_CA_BUNDLE -u REQUESTS_CA_BUNDLE curl -sS https://{ALLOWED}/api/echo; echo
+env -u SSL_CERT_FILE -u CURL_CA_BUNDLE -u REQUESTS_CA_BUNDLE curl -sS https://{ALLOWED}/api/echo \\
+    >/dev/null 2>&1; echo "untrusted=$?"
+python3 -c 'import urllib.request; print(urllib.request.urlopen("https://{ALLOWED}/api/echo").read().decode())'
+"""
+
+
+@pytest.mark.jail
+@pytest.mark.skipif(os.geteuid() != 0 or not all(layer.ok for layer in jailcheck.layers()),
+                    reason="a real jail needs root and every jail layer")
+def test_from_inside_a_jail_curl_and_python_trust_the_store_ca(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    home.chmod(0o777)
+    with upstream() as srv:
+        ca = tls_ca.generate()
+        proxy, audit, _ = make_proxy(srv, ca)
+        try:
+            j = jail.start(jail.JailConfig(mount=str(home), ca_pem=ca.cert_pem.decode()),
+                           ["/bin/sh", "-c", JAIL_SCRIPT], stdout=subprocess.PIPE)
+            assert j.proxy_socket is not None
+            http = proxy_client_http()
+            proxy.serve(j.proxy_socket, ProxyClient(ToolIdentity("t"), http))
+            out, _ = j.proc.communicate(timeout=120)
+            assert j.wait() == 0
+        finally:
+            proxy.close()
+        auths = [s["headers"].get("Authorization") for s in srv.seen]  # type: ignore[attr-defined]
+    curl, untrusted, python = out.decode().splitlines()
+    assert "[REDACTED:tok]" in json.loads(curl)["auth"]
+    assert untrusted != "untrusted=0"  # curl without the bundle: the store CA is not the system's
+    assert "[REDACTED:tok]" in json.loads(python)["auth"]
+    assert auths == [f"Bearer {VALUE}"] * 2  # curl and Python; the untrusting curl sent nothing
+    assert VALUE not in out.decode() and VALUE not in audit.getvalue()
+
+
+def proxy_client_http() -> capabilities.HttpCapability | None:
+    return capabilities.parse(json.dumps({"http": {
+        "allowlist": [{"host": ALLOWED, "path_prefix": "/api/"}],
+        "credentials": {"k": {"secret_name": "tok", "location": {"type": "bearer"}, "host_patterns": [ALLOWED]}},
+    }})).http
