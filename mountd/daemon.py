@@ -3,6 +3,9 @@
 `clawfs mount` returns only once the mount is live (or with the reason it is not): the parent forks, the child
 opens the store, mounts, and reports through a pipe before it starts serving.  Key prompts happen in the parent,
 before the fork, while the terminal is still ours.
+
+The daemon also runs the jails' egress proxy (mountd/proxy_service.py: why there, the control socket, live
+policy, `.clawfs/audit/network.jsonl`), started once the loop serves and stopped before the store closes.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Literal
+from typing import Any, Literal
 
 from clawfs import fuse_ops, policy
 from clawfs.control import ControlTree
@@ -31,6 +34,7 @@ from kernel.process import forbid_core_dumps, lower_thread_priority
 
 from . import logs
 from .options import MountOptions
+from .proxy_service import ProxyService
 
 log = logging.getLogger("clawfs.mountd")
 FSTYPE = "fuse.clawfs"
@@ -74,6 +78,7 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, master: bytes,
         ready(str(e))
         return
     indexer: Indexer | None = None
+    proxies: ProxyService | None = None
     searches = _SearchConnection(store_path, master)
     try:
         forbid_core_dumps()
@@ -89,7 +94,11 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, master: bytes,
             if store.was_unclean:
                 log.warning("%s was not cleanly unmounted last time (%d orphaned inodes purged); "
                             "run `clawfs fsck %s` to check it", store_path, purged, store_path)
-        ops = fuse_ops.ClawOperations(_router(vfs, store, _control_tree(store, core, searches, off), opts))
+        proxies = ProxyService(store, mountpoint, agent_uid=opts.agent_uid, agent_gid=opts.agent_gid,
+                               readonly=opts.readonly)
+        tree = _control_tree(store, core, searches, off, proxies.status)
+        tree.add_generated(b"audit", b"network.jsonl", proxies.audit.text)
+        ops = fuse_ops.ClawOperations(_router(vfs, store, tree, opts))
         try:
             fuse_ops.mount(ops, mountpoint, fuse_ops.fuse_options(_fsname(store_path), opts.fuse))
         except RuntimeError as e:
@@ -106,6 +115,7 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, master: bytes,
                 indexer.start()
             elif core is not None:  # read-only: no indexer thread to do it
                 _load_in_background(store_path, master, core)
+            proxies.start(fuse_ops.loop_caller())
             ready(None)
 
         fuse_ops.serve(on_started, every=(FLUSH_INTERVAL, vfs.commit_pending))
@@ -114,6 +124,8 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, master: bytes,
             ready(str(e))
         raise
     finally:
+        if proxies is not None:
+            proxies.close()
         if indexer and started:
             indexer.stop()
         searches.close()
@@ -198,7 +210,7 @@ class _SearchConnection:
 
 
 def _control_tree(store: Store, core: IndexCore | None, searches: _SearchConnection,
-                  off: str | None = None) -> ControlTree:
+                  off: str | None = None, proxy_status: Callable[[], dict[str, Any]] | None = None) -> ControlTree:
     def run_search(query: str, k: int, prefix: bytes | None) -> list[engine.Hit]:
         assert core is not None
         with searches.store() as s:
@@ -212,7 +224,13 @@ def _control_tree(store: Store, core: IndexCore | None, searches: _SearchConnect
                 return None if row is None else "dir"
             return engine.similar(s, core, row.id, k, prefix) if stat.S_ISREG(row.mode) else None
 
-    return ControlTree(run_search if core else None, lambda: engine.status(store, core, off), os.getuid(), os.getgid(),
+    def status() -> dict[str, Any]:
+        st = engine.status(store, core, off)
+        if proxy_status is not None:
+            st["proxy"] = proxy_status()  # the jails' egress proxy: control socket, jails served, counts
+        return st
+
+    return ControlTree(run_search if core else None, status, os.getuid(), os.getgid(),
                        similar=run_similar if core else None)
 
 

@@ -1,68 +1,95 @@
-"""`clawfs jail exec MNT [--tool NAME] -- CMD [ARGS...]`: run a command inside the jail the agent runtime gets,
-beneath a live read-write mount, with the egress proxy serving the jail's HTTP_PROXY from this process.
+"""`clawfs jail exec MNT [--tool NAME] -- CMD [ARGS...]` and `clawfs jail check`: run a command inside the jail the
+agent runtime gets, beneath a live read-write mount, with HTTP_PROXY served by the mount's daemon.
 
-Policy comes from the mount: settings/llm.toml's base_url (the LLM endpoint, allowed even on loopback),
-settings/network.toml's `[[allow]]` entries (host, path_prefix, methods) for the runtime, and with --tool NAME
-the tool's own tools/NAME/capabilities.json instead. Exit status: CMD's own; 1 when the jail cannot be built
-(the message names the cause and the fix); 2 bad usage."""
+This process builds the jail (it needs root) and holds it: the jail's listening proxy socket goes to the mount's
+daemon over its control socket (mountd/control_socket.py) with the tool's name, and the daemon serves it until
+CMD ends (mountd/proxy_service.py: policy read live from the store, credentials injected there, every request
+in `.clawfs/audit/network.jsonl`).  The jail runs as the mount's agent uid (`-o agent_uid`), which the daemon
+reports; `--uid` overrides it.  `run_jailed` is the same for `clawfs agent run`.
+
+Exit status: CMD's own; 1 when the jail cannot be built or the mount has no daemon to serve its proxy (the
+message names the cause and the fix); 2 bad usage."""
 
 from __future__ import annotations
 
-import io
+import contextlib
 import json
+import signal
 import sys
-import tomllib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import click
 
 from clawfs.errors import UserError
-from sandbox import capabilities, jail, proxy
-from sandbox.capabilities import Endpoint, HttpCapability
-from sandbox.egress import Egress, ToolIdentity
+from sandbox import jail
+
+from .control_socket import JailLease
 
 
-def _toml(path: Path) -> dict[str, Any]:
+@dataclass
+class Outcome:
+    code: int
+    start_seconds: float
+    stopped_by: list[str]
+    proxy: dict[str, int]
+
+
+@contextlib.contextmanager
+def _forward_signals(j: jail.Jail) -> Iterator[None]:
+    """SIGTERM/SIGINT to this process go to the jail (its init passes them to CMD), which then ends as CMD
+    decides: `clawfs agent run` finishes its turns and exits 0."""
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            j.proc.send_signal(signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        return {}
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"{path} is not valid TOML ({e}): fix the file") from None
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
-def llm_endpoint(home: Path) -> proxy.LlmEndpoint | None:
-    url = _toml(home / "settings" / "llm.toml").get("llm", {}).get("base_url")
-    return proxy.LlmEndpoint.from_url(url) if isinstance(url, str) and url else None
-
-
-def network_allowlist(home: Path) -> HttpCapability | None:
-    path = home / "settings" / "network.toml"
-    entries = _toml(path).get("allow", [])
-    if not isinstance(entries, list):
-        raise UserError(f"{path}: `allow` must be an array of tables ([[allow]] host = ...)")
-    allow = []
-    for e in entries:
-        if not isinstance(e, dict) or not isinstance(e.get("host"), str):
-            raise UserError(f"{path}: each [[allow]] needs host = \"name\"")
-        allow.append(Endpoint(e["host"].lower(), e.get("path_prefix"),
-                              tuple(m.upper() for m in e.get("methods", []))))
-    return HttpCapability(allowlist=tuple(allow)) if allow else None
-
-
-def client_for(home: Path, tool: str | None) -> proxy.ProxyClient:
-    if tool is None:
-        return proxy.ProxyClient(ToolIdentity("runtime"), network_allowlist(home))
-    path = home / "tools" / tool / "capabilities.json"
-    if not path.exists():
-        raise UserError(f"no tool {tool!r} in {home}/tools (see `clawfs tool list`)")
+def run_jailed(mnt: str, argv: list[str], *, tool: str | None = None, uid: int | None = None,
+               allow_weaker: bool = False, need_agent_uid: str | None = None,
+               env: dict[str, str] | None = None) -> Outcome:
+    """Run argv in a jail beneath the mount `mnt`, its proxy served by the mount's daemon; wait for it.
+    `need_agent_uid`: refuse (with this as the reason) a mount that has no agent uid."""
+    home = Path(mnt).resolve()
+    lease = JailLease.open(str(home), tool)
     try:
-        caps = capabilities.load(path)
-    except capabilities.CapabilitiesError as e:
-        raise UserError(f"{path}: {e}") from None
-    return proxy.ProxyClient(ToolIdentity(tool), caps.http)
+        if need_agent_uid and lease.agent_uid is None:
+            raise UserError(f"{need_agent_uid}: mount the store with -o allow_other,agent_uid=N "
+                            f"(N a uid of its own for the agent, e.g. {jail.JAIL_UID})")
+        jail_uid = uid if uid is not None else lease.agent_uid if lease.agent_uid is not None else jail.JAIL_UID
+        jail_gid = (lease.agent_gid if uid is None and lease.agent_gid is not None else jail_uid)
+        cfg = jail.JailConfig(mount=str(home), uid=jail_uid, gid=jail_gid, allow_weaker=allow_weaker,
+                              env=env or {})
+        try:
+            j = jail.start(cfg, argv)
+        except jail.JailError as e:
+            raise UserError(str(e)) from None
+    except BaseException:
+        lease.close()
+        raise
+    with _forward_signals(j):
+        try:
+            assert j.proxy_socket is not None
+            group: dict[str, Any] | None = asdict(j.cgroup) if j.cgroup else None
+            lease.hand_over(j.proxy_socket, group, j.root_dir)
+            j.proxy_socket.close()  # the daemon holds its own copy
+            j.proxy_socket = None
+        except BaseException:
+            j.kill()
+            j.wait()
+            lease.close()
+            raise
+        code = j.wait()
+    counts = lease.end()
+    return Outcome(code, round(j.ready_seconds, 4), j.stopped_by, counts)
 
 
 @click.group("jail")
@@ -75,41 +102,19 @@ def jail_group() -> None:
 @click.argument("cmd", nargs=-1, required=True)
 @click.option("--tool", help="Run with this installed tool's network allowlist (tools/NAME/capabilities.json).")
 @click.option("--allow-weaker-jail", is_flag=True, help="Run with the layers this host has; log each missing one.")
-@click.option("--audit-log", type=click.Path(dir_okay=False), help="Append the proxy's JSON lines here.")
-@click.option("--uid", type=click.IntRange(1, 2**31 - 2), default=jail.JAIL_UID, show_default=True,
-              help="The jail's host uid (and gid): the mount's -o agent_uid.")
+@click.option("--uid", type=click.IntRange(1, 2**31 - 2), default=None,
+              help=f"The jail's host uid (and gid); default the mount's -o agent_uid, else {jail.JAIL_UID}.")
 @click.option("--json", "as_json", is_flag=True, help="After CMD ends, print the jail's figures as JSON on stderr.")
-def jail_exec(mnt: str, cmd: tuple[str, ...], tool: str | None, allow_weaker_jail: bool, audit_log: str | None,
-              uid: int, as_json: bool) -> int:
-    """Run CMD in the jail beneath the mount MNT (at /agent), HTTP_PROXY pointing at the egress proxy."""
-    home = Path(mnt)
-    client = client_for(home, tool)
-    stream: IO[str] = open(audit_log, "a") if audit_log else io.StringIO()  # noqa: SIM115 (closed below)
-    egress = Egress()
-    px = proxy.EgressProxy(egress, proxy.Audit(stream), llm_endpoint(home))
-    try:
-        try:
-            cfg = jail.JailConfig(mount=str(home.resolve()), uid=uid, gid=uid, allow_weaker=allow_weaker_jail)
-            j = jail.start(cfg, list(cmd))
-        except jail.JailError as e:
-            raise UserError(str(e)) from None
-        assert j.proxy_socket is not None
-        px.serve(j.proxy_socket, client)
-        code = j.wait()
-        if as_json:
-            click.echo(json.dumps({"exit": code, "start_seconds": round(j.ready_seconds, 4),
-                                   "stopped_by": j.stopped_by, "proxy": px.audit.counts}), err=True)
-        elif j.stopped_by:
-            click.echo(f"clawfs jail: stopped by the {', '.join(j.stopped_by)} limit", err=True)
-        return code
-    finally:
-        px.close()
-        egress.close()
-        stream.close()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(jail_group())
+def jail_exec(mnt: str, cmd: tuple[str, ...], tool: str | None, allow_weaker_jail: bool, uid: int | None,
+              as_json: bool) -> int:
+    """Run CMD in the jail beneath the mount MNT (at /agent), HTTP_PROXY pointing at the daemon's egress proxy."""
+    out = run_jailed(mnt, list(cmd), tool=tool, uid=uid, allow_weaker=allow_weaker_jail)
+    if as_json:
+        click.echo(json.dumps({"exit": out.code, "start_seconds": out.start_seconds, "stopped_by": out.stopped_by,
+                               "proxy": out.proxy}), err=True)
+    elif out.stopped_by:
+        click.echo(f"clawfs jail: stopped by the {', '.join(out.stopped_by)} limit", err=True)
+    return out.code
 
 
 @jail_group.command("check")
@@ -123,3 +128,7 @@ def jail_check(as_json: bool) -> int:
         for name, layer in layers.items():
             click.echo(f"{name:9} {'ok' if layer['ok'] else 'MISSING'}  {layer['detail']}")
     return 0 if all(layer["ok"] for layer in layers.values()) else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(jail_group())
