@@ -8,8 +8,9 @@ vouches for it; the modes already keep others out, the check holds even if a mod
 Messages are SOCK_SEQPACKET datagrams of JSON (one message, one read: a descriptor handed over with
 SCM_RIGHTS arrives with its own message).  One conversation, the proxy lease of a jail (`JailLease`):
 
-1. client `{"op": "serve", "tool": NAME|null}`; daemon `{"ok": true, "agent_uid": N|null, "agent_gid": G|null}`
-   or `{"error": "cause and fix"}` (e.g. no such tool);
+1. client `{"op": "serve", "tool": NAME|null}`; daemon `{"ok": true, "agent_uid": N|null, "agent_gid": G|null,
+   "ca_pem": the store CA's certificate for the jail's trust bundle}` or `{"error": "cause and fix"}` (e.g. no
+   such tool);
 2. client `{"op": "socket", "cgroup": {...}|null, "root_dir": PATH}` with the jail's listening proxy socket;
    daemon `{"ok": true, "id": N}`: it serves that socket from now on, for that tool, policy read live;
 3. client `{"op": "end"}` once the jail has ended; daemon `{"allowed": A, "refused": R}` and closes.
@@ -85,6 +86,7 @@ class JailLease:
     conn: socket.socket
     agent_uid: int | None
     agent_gid: int | None
+    ca_pem: str = ""
 
     @classmethod
     def open(cls, mountpoint: str, tool: str | None) -> JailLease:
@@ -105,6 +107,7 @@ class JailLease:
         lease = cls(conn, None, None)
         answer = lease._ask({"op": "serve", "tool": tool})
         lease.agent_uid, lease.agent_gid = answer.get("agent_uid"), answer.get("agent_gid")
+        lease.ca_pem = str(answer.get("ca_pem") or "")
         return lease
 
     def _ask(self, msg: dict[str, Any], fds: list[int] | None = None) -> dict[str, Any]:

@@ -67,7 +67,7 @@ def run_jailed(mnt: str, argv: list[str], *, tool: str | None = None, uid: int |
         jail_uid = uid if uid is not None else lease.agent_uid if lease.agent_uid is not None else jail.JAIL_UID
         jail_gid = (lease.agent_gid if uid is None and lease.agent_gid is not None else jail_uid)
         cfg = jail.JailConfig(mount=str(home), uid=jail_uid, gid=jail_gid, allow_weaker=allow_weaker,
-                              env=env or {})
+                              env=env or {}, ca_pem=lease.ca_pem)
         try:
             j = jail.start(cfg, argv)
         except jail.JailError as e:

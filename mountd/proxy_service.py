@@ -26,6 +26,10 @@ sealed in the store as `files.jsonl` is (clawfs/policy.py's AuditLog, key `audit
 not the agent's (the policy refuses it everything under `.clawfs/audit/`).  Lines are queued and written by a
 thread of their own in batches, so a request never waits for the store's write.
 
+TLS.  The store's CA (sandbox/tls_ca.py) is kept in the store as a sealed setting (`proxy.ca`, made at the first
+mount that needs it); the proxy terminates TLS with it for a CONNECT to a host with a credential binding, and
+its certificate (never the key) goes to the jail's holder with the lease, for the jail's trust bundle.
+
 `.clawfs/status` gains `proxy` (`status()`): the control socket, the jails served now, allowed/refused counts.
 """
 
@@ -50,7 +54,7 @@ from clawfs import home_files, policy
 from clawfs.errors import FsError, UserError
 from clawfs.store import Store
 from kernel import cgroups
-from sandbox import capabilities, proxy
+from sandbox import capabilities, proxy, tls_ca
 from sandbox.capabilities import Endpoint, HttpCapability
 from sandbox.egress import Egress, EgressConfig, ToolIdentity
 
@@ -60,6 +64,7 @@ log = logging.getLogger("clawfs.proxy")
 T = TypeVar("T")
 LoopCall = Callable[[Callable[[], Any]], Any]
 RUNTIME = "runtime"  # the caller's name when no tool is named: the agent runtime, settings/network.toml's list
+CA_SETTING = "proxy.ca"
 
 
 # -- policy, parsed from the store's bytes ---------------------------------------------------------------------
@@ -156,6 +161,8 @@ class ProxyService:
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._unwritten: list[str] = []
         self._closing = threading.Event()
+        self.readonly = readonly
+        self.ca: tls_ca.StoreCA | None = None
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
 
@@ -165,6 +172,10 @@ class ProxyService:
         """Listen on the control socket; `call` runs a function in the mount's loop (fuse_ops.loop_caller).
         A socket that cannot be made leaves the mount up without a proxy (the reason in the log and status)."""
         self._call = call
+        try:
+            self.ca = self._store_ca()
+        except (tls_ca.CAError, FsError) as e:  # the proxy still runs; CONNECTs are tunnelled, never terminated
+            log.error("the store's CA cannot be used (%s): no TLS termination on this mount", e)
         try:
             self._listen()
         except (OSError, UserError) as e:
@@ -177,6 +188,17 @@ class ProxyService:
             t.start()
             self._threads.append(t)
         log.info("egress proxy: control socket %s", self.path)
+
+    def _store_ca(self) -> tls_ca.StoreCA:
+        """The store's CA: read from the store, or made and kept there (in the loop: start runs there)."""
+        pem = self.store.setting(CA_SETTING)
+        if isinstance(pem, str):
+            return tls_ca.from_bytes(pem.encode())
+        ca = tls_ca.generate()
+        if not self.readonly:
+            with self.store.transaction():
+                self.store.set_setting(CA_SETTING, tls_ca.to_bytes(ca).decode())
+        return ca
 
     def _listen(self) -> None:
         cs.make_dir(os.path.dirname(self.path))
@@ -332,7 +354,8 @@ class ProxyService:
             self._client(tool)  # refuse now what would refuse every request: a tool that is not installed
         except proxy.Refused as r:
             raise UserError(r.reason) from None
-        cs.send(conn, {"ok": True, "agent_uid": self.agent_uid, "agent_gid": self.agent_gid})
+        cs.send(conn, {"ok": True, "agent_uid": self.agent_uid, "agent_gid": self.agent_gid,
+                       "ca_pem": self.ca.cert_pem.decode() if self.ca else ""})
         msg, fds = cs.receive(conn, max_fds=1)
         if msg is None:
             return None, True  # the jail could not be built: nothing to serve
@@ -342,7 +365,7 @@ class ProxyService:
             raise ValueError("expected op socket with one descriptor")
         listener = socket.socket(fileno=fds[0])
         px = proxy.EgressProxy(self.egress, proxy.Audit(self._record), secret_values=self._secret_values,
-                               llm_source=self._llm)
+                               llm_source=self._llm, ca=self.ca)
         cgroup = msg.get("cgroup") if isinstance(msg.get("cgroup"), dict) else None
         root_dir = msg.get("root_dir") if isinstance(msg.get("root_dir"), str) else ""
         with self._lock:

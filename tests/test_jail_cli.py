@@ -275,3 +275,21 @@ def test_status_of_a_mount_reports_its_proxy(mnt: Path) -> None:
                       "refused": 0}
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
         assert s.connect_ex(status["control_socket"]) == 0
+
+
+def test_the_jail_trusts_the_stores_ca_kept_across_mounts(store: StoreFixture, mnt: Path) -> None:
+    """The daemon's store CA (kept in the store, never its key in the jail) is in the jail's trust bundle."""
+    script = ("import os\nb = open(os.environ['SSL_CERT_FILE']).read()\n"
+              "print(b[b.rindex('-----BEGIN CERTIFICATE-----'):].strip())\nprint('PRIVATE KEY' in b)")
+
+    def last_cert() -> tuple[str, str]:
+        p = clawfs("jail", "exec", str(mnt), "--", "python3", "-c", script)
+        assert p.returncode == 0, p.stderr
+        cert, _, has_key = p.stdout.strip().rpartition("\n")
+        return cert, has_key
+
+    first, has_key = last_cert()
+    assert first.startswith("-----BEGIN CERTIFICATE-----") and has_key == "False"
+    store.umount(mnt)
+    store.mount(mnt, f"allow_other,agent_uid={jail.JAIL_UID},agent_gid={jail.JAIL_UID}")
+    assert last_cert()[0] == first
