@@ -10,8 +10,9 @@ Requests:
 - `CONNECT host:443`: the host must be in the caller's allowlist (checked before any DNS lookup). If the
   caller's capability binds a credential to that host and the proxy holds the store's CA (sandbox/tls_ca.py),
   the proxy answers the tunnel itself: TLS with a leaf for the host signed by that CA (trusted by the jail
-  alone), then the one decrypted request is handled exactly as a forwarded one (below) with
-  `https://host/path` as its URL. Otherwise every resolved address must be public (else refused); the
+  alone), then each decrypted request (HTTP/1.1 keep-alive) is handled exactly as a forwarded one (below) with
+  `https://host/path` as its URL. So is CONNECT to an https LLM endpoint that has an api_key_secret (its
+  placeholder is swapped inside). Otherwise every resolved address must be public (else refused); the
   connection goes to the first, pinned; bytes are tunnelled untouched.
 - `METHOD http://host/path`: allowlist by host, path prefix and method, then sent by Egress upstream over
   **https** (the jail speaks plain HTTP to the proxy, which sits outside it: no per-store CA is needed for the
@@ -49,6 +50,7 @@ MAX_HEAD = 64 << 10
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
               "transfer-encoding", "upgrade", "proxy-connection", "content-length", "host"}
 IDLE_SECONDS = 60.0
+TUNNEL_REQUESTS = 1000  # requests one terminated tunnel may carry (keep-alive) before the proxy closes it
 PLACEHOLDER = "clawfs-secret:"  # agent.llm.placeholder's prefix: what stands for a secret's value
 
 
@@ -109,6 +111,7 @@ class _Head:
     target: str
     headers: dict[str, str]
     rest: bytes
+    version: str = "HTTP/1.1"
 
 
 def _read_head(conn: socket.socket) -> _Head | None:
@@ -131,7 +134,7 @@ def _read_head(conn: socket.socket) -> _Head | None:
         if not sep:
             raise Refused(400, "malformed header")
         headers[name.strip()] = value.strip()
-    return _Head(parts[0].upper(), parts[1], headers, rest)
+    return _Head(parts[0].upper(), parts[1], headers, rest, parts[2].upper())
 
 
 def _header(headers: dict[str, str], name: str) -> str | None:
@@ -141,7 +144,9 @@ def _header(headers: dict[str, str], name: str) -> str | None:
 def _read_body(conn: socket.socket, head: _Head, limit: int) -> bytes | None:
     if _header(head.headers, "transfer-encoding"):
         raise Refused(411, "chunked request bodies are not supported: send Content-Length")
-    length = int(_header(head.headers, "content-length") or 0)
+    length = _length(head)
+    if length < 0:
+        raise Refused(400, "malformed Content-Length")
     if length > limit:
         raise Refused(413, f"request body over {limit} bytes")
     body = head.rest
@@ -154,12 +159,12 @@ def _read_body(conn: socket.socket, head: _Head, limit: int) -> bytes | None:
 
 
 def _reply(conn: socket.socket, status: int, reason: str, headers: dict[str, str] | None = None,
-           body: bytes = b"") -> None:
+           body: bytes = b"", keep_alive: bool = False) -> None:
     lines = [f"HTTP/1.1 {status} {reason}"]
     for k, v in (headers or {}).items():
         if k.lower() not in HOP_BY_HOP:
             lines.append(f"{k}: {v}")
-    lines += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
+    lines += [f"Content-Length: {len(body)}", "Connection: keep-alive" if keep_alive else "Connection: close", "", ""]
     conn.sendall("\r\n".join(lines).encode("latin-1") + body)
 
 
@@ -247,6 +252,10 @@ class EgressProxy:
             raise Refused(400, "CONNECT needs host:port")
         port = int(port_text)
         llm = self._is_llm(None, host, port)
+        endpoint = self._current_llm()
+        if llm and self.ca is not None and endpoint and endpoint.scheme == "https" and endpoint.api_key_secret:
+            self._terminate(conn, client, host, port, self.ca, entry, True)  # its api key is injected inside
+            return
         if not llm:
             if port != 443:
                 raise Refused(403, f"CONNECT to port {port} refused: 443 only")
@@ -255,7 +264,7 @@ class EgressProxy:
                 raise Refused(403, f"{host} is not in {client.tool.name}'s allowlist")  # before any DNS lookup
             assert client.http is not None
             if self.ca is not None and _has_binding(client.http, host):
-                self._terminate(conn, client, host, self.ca, entry)  # Egress.send admits it against the rate
+                self._terminate(conn, client, host, port, self.ca, entry, False)  # Egress.send admits each request
                 return
             try:  # a tunnel counts against the tool's rate limit as a forwarded request does (in Egress.send)
                 self.egress.rates.admit(client.tool, client.http.rate_limit.per_minute,
@@ -321,7 +330,7 @@ class EgressProxy:
         self._send(conn, client, head, entry, url, parts.hostname if llm else None)
 
     def _send(self, conn: socket.socket, client: ProxyClient, head: _Head, entry: dict[str, object], url: str,
-              llm_host: str | None) -> None:
+              llm_host: str | None, keep_alive: bool = False) -> None:
         """Read the body, check for leaks, send `url` upstream through Egress and reply with its (redacted)
         answer: the forward path's and the terminated tunnel's common part."""
         limit = client.http.max_request_bytes if client.http else 1 << 20
@@ -340,35 +349,49 @@ class EgressProxy:
             raise Refused(status, e.message) from None
         self.audit.log(**entry, allowed=True, status=resp.status, bytes_out=len(body or b""),
                        bytes_in=len(resp.body))
-        _reply(conn, resp.status, "OK", resp.headers, resp.body)
+        _reply(conn, resp.status, "OK", resp.headers, resp.body, keep_alive)
 
-    def _terminate(self, conn: socket.socket, client: ProxyClient, host: str, ca: StoreCA,
-                   entry: dict[str, object]) -> None:
-        """Answer CONNECT ourselves: TLS towards the jail with a leaf for `host`, then one request read from
-        the decrypted stream and sent as `https://host<path>` (the CONNECT's host, whatever Host header or SNI
-        the client gives; the port is 443). One audit line: the request's, or the handshake's failure."""
+    def _terminate(self, conn: socket.socket, client: ProxyClient, host: str, port: int, ca: StoreCA,
+                   entry: dict[str, object], llm: bool) -> None:
+        """Answer CONNECT ourselves: TLS towards the jail with a leaf for `host`, then the requests read from the
+        decrypted stream, each sent as `https://host[:port]<path>` (the CONNECT's host and port, whatever Host
+        header or SNI the client gives) by the forward path's `_send`. HTTP/1.1 keep-alive is honoured, up to
+        TUNNEL_REQUESTS per tunnel; a refusal ends the tunnel. One audit line per request, or one for a failed
+        handshake (a client that does not trust the store CA)."""
         conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
         try:
             tls = ca.server_context(host).wrap_socket(conn, server_side=True)
         except (ssl.SSLError, OSError) as e:  # the client did not trust the CA, or hung up
             self.audit.log(**entry, allowed=False, status=502, reason=f"TLS towards the client: {e}")
             return
-        inner: dict[str, object] = {"tool": client.tool.name, "via": "CONNECT (terminated)"}
+        netloc = f"[{host}]" if ":" in host else host
+        origin = f"https://{netloc}" if port == 443 else f"https://{netloc}:{port}"
         try:
-            head = _read_head(tls)
-            if head is None:
-                return
-            inner.update(method=head.method, target=self._safe(f"https://{host}{head.target}"))
-            if head.method == "CONNECT" or not head.target.startswith("/"):
-                raise Refused(400, "inside a tunnel a request needs an origin-form target (/path)")
-            self._send(tls, client, head, inner, f"https://{host}{head.target}", None)
-        except Refused as r:
-            self.audit.log(**inner, allowed=False, status=r.status, reason=r.reason)
-            with contextlib.suppress(OSError):
-                _reply(tls, r.status, "Refused", {"Content-Type": "text/plain"},
-                       f"clawfs proxy: {r.reason}\n".encode())
-        except OSError as e:
-            self.audit.log(**inner, allowed=False, status=502, reason=f"connection: {e}")
+            for n in range(TUNNEL_REQUESTS):
+                inner: dict[str, object] = {"tool": client.tool.name, "via": "CONNECT (terminated)"}
+                try:
+                    head = _read_head(tls)
+                    if head is None:
+                        return
+                    inner.update(method=head.method, target=self._safe(origin + head.target))
+                    if head.method == "CONNECT" or not head.target.startswith("/"):
+                        raise Refused(400, "inside a tunnel a request needs an origin-form target (/path)")
+                    # A pipelined request behind this one would be lost with the body's tail: close after it.
+                    keep = (n + 1 < TUNNEL_REQUESTS and head.version == "HTTP/1.1"
+                            and (_header(head.headers, "connection") or "").lower() != "close"
+                            and len(head.rest) <= _length(head))
+                    self._send(tls, client, head, inner, origin + head.target, host if llm else None, keep)
+                    if not keep:
+                        return
+                except Refused as r:
+                    self.audit.log(**inner, allowed=False, status=r.status, reason=r.reason)
+                    with contextlib.suppress(OSError):
+                        _reply(tls, r.status, "Refused", {"Content-Type": "text/plain"},
+                               f"clawfs proxy: {r.reason}\n".encode())
+                    return
+                except OSError as e:
+                    self.audit.log(**inner, allowed=False, status=502, reason=f"connection: {e}")
+                    return
         finally:
             with contextlib.suppress(OSError):
                 tls.close()
@@ -388,7 +411,8 @@ class EgressProxy:
                 except EgressError as e:
                     raise Refused(502, e.message) from None
                 self._llm_egress = Egress(EgressConfig(credentials=config.credentials, resolver=config.resolver,
-                                                       allow_networks=tuple(nets), require_https=False))
+                                                       allow_networks=tuple(nets), require_https=False,
+                                                       verify=config.verify))
                 self._llm_for = llm
             return self._llm_egress
 
@@ -412,6 +436,12 @@ def _only(host: str, secret: str | None = None) -> HttpCapability:
     creds = (Credential("llm", secret, CredentialLocation("bearer"), (host,)),) if secret else ()
     return HttpCapability(allowlist=(Endpoint(host),), rate_limit=LLM_RATE, max_request_bytes=64 << 20,
                           max_response_bytes=64 << 20, timeout_secs=600, credentials=creds)
+
+
+def _length(head: _Head) -> int:
+    """The request's Content-Length (-1 if malformed: _read_body refuses it)."""
+    text = _header(head.headers, "content-length") or "0"
+    return int(text) if text.isdigit() else -1
 
 
 def _has_binding(http: HttpCapability, host: str) -> bool:

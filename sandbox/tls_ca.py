@@ -118,6 +118,7 @@ def _context(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, ca: x509.C
                                serialization.NoEncryption()))
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols(["http/1.1"])  # the proxy reads HTTP/1.1 from the stream; a client offering h2 falls back
     fd = os.memfd_create("clawfs-leaf", os.MFD_CLOEXEC)
     try:
         os.write(fd, pem)

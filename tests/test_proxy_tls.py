@@ -32,7 +32,7 @@ from wasm.support import ALLOWED, LOOPBACK, Secrets, Server, StubResolver, serve
 from kernel import jailcheck
 from sandbox import capabilities, jail, tls_ca
 from sandbox.egress import Egress, EgressConfig, ToolIdentity
-from sandbox.proxy import Audit, EgressProxy, ProxyClient
+from sandbox.proxy import Audit, EgressProxy, LlmEndpoint, ProxyClient
 
 PLAIN = "plain.allowed.test"  # allowlisted, no credential bound: tunnelled
 VALUE = "tok-s3cr3t-value-0123456789"
@@ -265,6 +265,71 @@ def test_without_the_store_ca_a_bound_host_is_tunnelled_untouched() -> None:
         assert "trustme" in issuer(peer) and b" 200 " in out[:16]
         assert json.loads(audit.getvalue().splitlines()[-1])["reason"] == "tunnel"
         assert "Authorization" not in srv.seen[-1]["headers"]  # type: ignore[operator]
+
+
+def read_response(tls: ssl.SSLSocket) -> bytes:
+    """One HTTP/1.1 response with a Content-Length, read without waiting for the connection to close."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = tls.recv(65536)
+        assert chunk, data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length"))
+    while len(body) < length:
+        body += tls.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def test_a_terminated_tunnel_carries_keep_alive_requests_until_connection_close(setup: Setup) -> None:
+    raw = socket.create_connection(("127.0.0.1", setup.port), timeout=30)
+    raw.sendall(f"CONNECT {ALLOWED}:443 HTTP/1.1\r\n\r\n".encode())
+    assert raw.recv(4096).startswith(b"HTTP/1.1 200")
+    with trusting(setup.ca.cert_pem).wrap_socket(raw, server_hostname=ALLOWED) as tls:
+        answers = []
+        for path in ("/api/echo", "/api/ok"):
+            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {ALLOWED}\r\n\r\n".encode())
+            answers.append(read_response(tls))
+        tls.sendall(f"GET /api/echo HTTP/1.1\r\nHost: {ALLOWED}\r\nConnection: close\r\n\r\n".encode())
+        last = b""
+        while chunk := tls.recv(65536):  # the proxy closes after the request that asked for it
+            last += chunk
+    assert [a[:12] for a in answers] == [b"HTTP/1.1 200"] * 2 and last.startswith(b"HTTP/1.1 200")
+    assert b"Connection: keep-alive" in answers[0] and b"Connection: close" in last
+    assert [s["path"] for s in setup.srv.seen] == ["/api/echo", "/api/ok", "/api/echo"]
+    assert all(s["headers"]["Authorization"] == f"Bearer {VALUE}" for s in setup.srv.seen)  # type: ignore[index]
+    assert VALUE.encode() not in answers[0] + last
+    lines = [json.loads(x) for x in setup.audit.getvalue().splitlines()]
+    assert [x["target"] for x in lines] == [f"https://{ALLOWED}/api/echo", f"https://{ALLOWED}/api/ok",
+                                            f"https://{ALLOWED}/api/echo"]
+
+
+def test_an_https_llm_endpoint_is_terminated_and_its_api_key_placeholder_swapped() -> None:
+    """The runtime (no tool capability) CONNECTs to the https LLM endpoint of settings/llm.toml with the
+    placeholder of its api_key_secret; the proxy injects the value and redacts it from the echo."""
+    with upstream() as srv:
+        config = srv.config(resolver=StubResolver({ALLOWED: [srv.address]}), credentials=Secrets({"llm_key": VALUE}))
+        audit = io.StringIO()
+        proxy = EgressProxy(Egress(config), Audit(audit), LlmEndpoint("https", ALLOWED, 443, "llm_key"),
+                            secret_values=lambda: [VALUE], ca=tls_ca.generate())
+        assert proxy.ca is not None
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        proxy.serve(s, ProxyClient(ToolIdentity("runtime"), None))
+        try:
+            _, out = through(s.getsockname()[1], ALLOWED, trusting(proxy.ca.cert_pem),
+                             get("/api/echo", extra="Authorization: Bearer clawfs-secret:llm_key\r\n"))
+            _, other = through(s.getsockname()[1], ALLOWED, trusting(proxy.ca.cert_pem),
+                               get("/api/echo", extra="Authorization: Bearer clawfs-secret:another\r\n"))
+        finally:
+            proxy.close()
+        auths = [x["headers"]["Authorization"] for x in srv.seen]  # type: ignore[index]
+    assert auths == [f"Bearer {VALUE}"]  # the placeholder of another secret never left
+    assert out.startswith(b"HTTP/1.1 200") and b"[REDACTED:llm_key]" in out and VALUE.encode() not in out
+    assert other.startswith(b"HTTP/1.1 403")
+    assert VALUE not in audit.getvalue()
 
 
 # -- from inside a real jail ------------------------------------------------------------------------------------
