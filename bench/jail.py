@@ -5,6 +5,8 @@
   exec, exit, cgroup removed), beside `true` run plainly; and the time until the jail's network is handed over.
 - proxy: one HTTP GET on loopback to a local server, direct and through the egress proxy (the LLM-endpoint path:
   leak check, Egress with a pinned address), p50/p95 and the added p50.
+- proxy_tls: HTTPS through CONNECT on loopback, tunnelled vs terminated with the store CA (bench/proxy_tls.py):
+  the added p50 of termination (credential injected, response redacted).
 - battery: attempts made from inside a jail (files outside the home, refused syscalls, raw sockets, the host's
   loopback v4/v6), how many were blocked, escapes (target 0).
 - policy: attempts from inside a jail beneath a real ClawFS mount made with `-o agent_uid` at the owner's policy
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.machine import machine_info
+from bench.proxy_tls import bench_proxy_tls
 from sandbox import jail
 from sandbox.egress import Egress, ToolIdentity
 from sandbox.proxy import Audit, EgressProxy, LlmEndpoint, ProxyClient
@@ -257,7 +260,8 @@ def main() -> None:
         hostfile = Path(tmp) / "store.claw"
         hostfile.write_text("ciphertext")
         result = {"machine": machine_info(), "start": bench_start(str(home), args.repeat),
-                  "proxy": bench_proxy(args.requests), "battery": bench_battery(str(home), str(hostfile)),
+                  "proxy": bench_proxy(args.requests), "proxy_tls": bench_proxy_tls(args.requests),
+                  "battery": bench_battery(str(home), str(hostfile)),
                   "policy": bench_policy(tmp)}
     os.makedirs(args.out, exist_ok=True)
     Path(args.out, "jail.json").write_text(json.dumps(result, indent=2) + "\n")
