@@ -9,7 +9,7 @@ One GET over HTTPS on loopback, three ways, interleaved so each sees the same lo
 Each request is a fresh connection (the proxy answers one request per tunnel). Reported: p50/p95 of each and
 `added_ms_p50` = terminated - tunnelled. Needs root (port 443 on loopback).
 
-    .venv/bin/python -m bench.proxy_tls [--requests 300]
+    .venv/bin/python -m bench.proxy_tls [--requests 300] [--out bench/results]   (writes OUT/proxy_tls.json)
 """
 
 from __future__ import annotations
@@ -18,15 +18,16 @@ import argparse
 import http.server
 import io
 import ipaddress
-import json
 import random
 import socket
 import ssl
 import statistics
 import threading
 import time
+from pathlib import Path
 from typing import Any, cast
 
+from bench.machine import machine_info, write_report
 from sandbox import tls_ca
 from sandbox.capabilities import Credential, CredentialLocation, Endpoint, HttpCapability, RateLimit
 from sandbox.egress import Egress, EgressConfig, ToolIdentity
@@ -179,7 +180,10 @@ def _upstream_context(ca: tls_ca.StoreCA) -> ssl.SSLContext:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=300)
-    print(json.dumps(bench_proxy_tls(ap.parse_args().requests), indent=2))
+    ap.add_argument("--out", default="bench/results")
+    args = ap.parse_args()
+    result = bench_proxy_tls(args.requests)
+    write_report(Path(args.out), "proxy_tls", {"machine": machine_info(), "proxy_tls": result})
 
 
 if __name__ == "__main__":
