@@ -349,7 +349,9 @@ class EgressProxy:
             raise Refused(status, e.message) from None
         self.audit.log(**entry, allowed=True, status=resp.status, bytes_out=len(body or b""),
                        bytes_in=len(resp.body))
-        _reply(conn, resp.status, "OK", resp.headers, resp.body, keep_alive)
+        # Egress hands back the body decoded (httpx undoes gzip/br, so redaction sees the text): say so.
+        headers_in = {k: v for k, v in resp.headers.items() if k.lower() != "content-encoding"}
+        _reply(conn, resp.status, "OK", headers_in, resp.body, keep_alive)
 
     def _terminate(self, conn: socket.socket, client: ProxyClient, host: str, port: int, ca: StoreCA,
                    entry: dict[str, object], llm: bool) -> None:

@@ -2,7 +2,7 @@
 over real sockets on loopback, CONNECT to a host with a credential binding answered by the proxy (credential
 injected upstream, the echo redacted, allowlist and leak check as for a forwarded request), a host without one
 tunnelled to the upstream's own certificate, a client that does not trust the store CA refused by its own TLS;
-and from inside a real jail, curl and Python trusting the store CA only through the bundle the jail is given.
+and from inside a real jail, curl, urllib and httpx trusting the store CA only through the bundle the jail is given.
 
 The upstream listens on a random 127.x.y.z at port 443 (CONNECT reaches 443 only), so those tests need root or
 a low unprivileged-port sysctl."""
@@ -10,6 +10,8 @@ a low unprivileged-port sysctl."""
 from __future__ import annotations
 
 import datetime
+import gzip
+import http.server
 import io
 import json
 import os
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trustme
 from cryptography import x509
 from wasm.support import ALLOWED, LOOPBACK, Secrets, Server, StubResolver, serve
 
@@ -332,6 +335,61 @@ def test_an_https_llm_endpoint_is_terminated_and_its_api_key_placeholder_swapped
     assert VALUE not in audit.getvalue()
 
 
+class Gzip(http.server.BaseHTTPRequestHandler):
+    """Echoes the Authorization it got, gzip-compressed (as most APIs answer a client that accepts gzip)."""
+
+    def do_GET(self) -> None:
+        body = gzip.compress(json.dumps({"auth": self.headers.get("Authorization")}).encode())
+        self.send_response(200)
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_gzip_answer_is_redacted_and_reaches_the_client_decoded() -> None:
+    """Egress decodes the body (so redaction sees the secret); the client must not be told it is still gzip."""
+    ca = trustme.CA()
+    address = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+    try:
+        srv = http.server.ThreadingHTTPServer((address, 443), Gzip)
+    except PermissionError:
+        pytest.skip("binding port 443 on loopback needs root (CI runs as root)")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(ALLOWED).configure_cert(ctx)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    verify = ssl.create_default_context()
+    ca.configure_trust(verify)
+    store_ca = tls_ca.generate()
+    config = EgressConfig(resolver=StubResolver({ALLOWED: [address]}), allow_networks=LOOPBACK, verify=verify,
+                          credentials=Secrets({"tok": VALUE}))
+    proxy = EgressProxy(Egress(config), Audit(io.StringIO()), ca=store_ca)
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    proxy.serve(s, ProxyClient(ToolIdentity("t"), proxy_client_http()))
+    try:
+        with httpx.Client(proxy=f"http://127.0.0.1:{s.getsockname()[1]}", trust_env=False,
+                          verify=ssl.create_default_context(cadata=store_ca.cert_pem.decode())) as client:
+            r = client.get(f"https://{ALLOWED}/api/x", headers={"Accept-Encoding": "gzip"})
+    finally:
+        proxy.close()
+        srv.shutdown()
+        srv.server_close()
+    assert r.status_code == 200 and "content-encoding" not in r.headers
+    assert r.json() == {"auth": "Bearer [REDACTED:tok]"}
+
+
+def test_the_jail_env_points_every_tls_stack_at_the_bundle_only_with_a_ca() -> None:
+    env = jail.jail_env(jail.JailConfig(mount="/x", ca_pem="PEM"))
+    assert {env[k] for k in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")} == {jail.CA_BUNDLE}
+    assert "SSL_CERT_FILE" not in jail.jail_env(jail.JailConfig(mount="/x"))
+
+
 # -- from inside a real jail ------------------------------------------------------------------------------------
 
 JAIL_SCRIPT = f"""
@@ -340,13 +398,14 @@ env -u CURL_CA_BUNDLE -u REQUESTS_CA_BUNDLE curl -sS https://{ALLOWED}/api/echo;
 env -u SSL_CERT_FILE -u CURL_CA_BUNDLE -u REQUESTS_CA_BUNDLE curl -sS https://{ALLOWED}/api/echo \\
     >/dev/null 2>&1; echo "untrusted=$?"
 python3 -c 'import urllib.request; print(urllib.request.urlopen("https://{ALLOWED}/api/echo").read().decode())'
+python3 -c 'import httpx; print(httpx.get("https://{ALLOWED}/api/echo").text)'
 """
 
 
 @pytest.mark.jail
 @pytest.mark.skipif(os.geteuid() != 0 or not all(layer.ok for layer in jailcheck.layers()),
                     reason="a real jail needs root and every jail layer")
-def test_from_inside_a_jail_curl_and_python_trust_the_store_ca(tmp_path: Path) -> None:
+def test_from_inside_a_jail_curl_urllib_and_httpx_trust_the_store_ca(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     home.chmod(0o777)
@@ -364,11 +423,12 @@ def test_from_inside_a_jail_curl_and_python_trust_the_store_ca(tmp_path: Path) -
         finally:
             proxy.close()
         auths = [s["headers"].get("Authorization") for s in srv.seen]  # type: ignore[attr-defined]
-    curl, untrusted, python = out.decode().splitlines()
+    curl, untrusted, python, with_httpx = out.decode().splitlines()
     assert "[REDACTED:tok]" in json.loads(curl)["auth"]
     assert untrusted != "untrusted=0"  # curl without the bundle: the store CA is not the system's
     assert "[REDACTED:tok]" in json.loads(python)["auth"]
-    assert auths == [f"Bearer {VALUE}"] * 2  # curl and Python; the untrusting curl sent nothing
+    assert "[REDACTED:tok]" in json.loads(with_httpx)["auth"]
+    assert auths == [f"Bearer {VALUE}"] * 3  # curl, urllib, httpx; the untrusting curl sent nothing
     assert VALUE not in out.decode() and VALUE not in audit.getvalue()
 
 
