@@ -276,8 +276,8 @@ def approve(mnt: Path, name: str, yes: bool, cache_dir: Path | None, as_json: bo
             raise UserError(f"proposal {name} is invalid, not installed: {e}") from None
         summary = p.summary()
         if not as_json:
-            click.echo(f"tool {name}: {summary['change']} (near:agent@{report['wit_version']}"
-                       f"{', binary changed' if p.wasm_changed else ', same binary'}); its reach:")
+            binary = "" if not p.installed else ", binary changed" if p.wasm_changed else ", same binary"
+            click.echo(f"tool {name}: {summary['change']} (near:agent@{report['wit_version']}{binary}); its reach:")
             for line in diff_lines(p.diff):
                 click.echo(line)
         confirm(f"Install {name} into {mnt / 'tools' / name}?", yes)
