@@ -335,6 +335,31 @@ def test_an_https_llm_endpoint_is_terminated_and_its_api_key_placeholder_swapped
     assert VALUE not in audit.getvalue()
 
 
+def test_a_bound_host_answering_a_private_address_is_refused_inside_the_tunnel() -> None:
+    """Termination does not skip the address check: Egress refuses the private answer before any connection
+    (10.251.0.2: nothing listens there; a name not in the allowlist is refused before any lookup)."""
+    resolver = StubResolver({ALLOWED: ["10.251.0.2"]})
+    audit = io.StringIO()
+    ca = tls_ca.generate()
+    proxy = EgressProxy(Egress(EgressConfig(resolver=resolver, credentials=Secrets({"tok": VALUE}))),
+                        Audit(audit), ca=ca)
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    proxy.serve(s, ProxyClient(ToolIdentity("t"), proxy_client_http()))
+    try:
+        _, out = through(s.getsockname()[1], ALLOWED, trusting(ca.cert_pem), get("/api/echo"))
+        refused = socket.create_connection(s.getsockname(), timeout=30)
+        refused.sendall(b"CONNECT elsewhere.invalid:443 HTTP/1.1\r\n\r\n")
+        answer = refused.recv(4096)
+        refused.close()
+    finally:
+        proxy.close()
+    assert out.startswith(b"HTTP/1.1 403") and b"private, local or reserved" in out
+    assert answer.startswith(b"HTTP/1.1 403")
+    assert resolver.asked == [ALLOWED]
+
+
 class Gzip(http.server.BaseHTTPRequestHandler):
     """Echoes the Authorization it got, gzip-compressed (as most APIs answer a client that accepts gzip)."""
 
