@@ -3,12 +3,11 @@ and the seeding behind `clawfs mkfs --agent-home`.
 
 Everything but the seeding of a new store works on a mounted home through plain file I/O (agent/).
 
-Secrets, interim path: the runtime sends a placeholder for `api_key_secret` (agent/llm.py), and the egress
-proxy of the jail swaps it for the value.  Until that proxy exists, the owner may hand `clawfs agent run` the
-key with `--api-key-file`: the swap is then made by `_PlaceholderSwap`, an httpx transport wrapped around the
-runtime's client here, outside agent/, in this process that runs outside any jail.  No file of the mount ever
-returns a secret's value (secrets/ is write-only).  To remove the interim path once the proxy lands: delete
-`--api-key-file` and `_PlaceholderSwap`; agent/ does not change.
+`clawfs agent run` runs the runtime (`python -m agent.liveness /agent`, with no supervisor to ping) inside the
+jail beneath the mount, as the mount's agent uid (`-o agent_uid`), its HTTP_PROXY served by the mount's daemon
+(mountd/jail_cli.run_jailed).  The runtime sends a placeholder for `api_key_secret` (agent/llm.py); the daemon's
+egress proxy, which alone reads the store's secrets, swaps in the value for the LLM endpoint of
+settings/llm.toml and redacts it from the answer.  No process of the jail, and not this one, ever holds it.
 """
 
 from __future__ import annotations
@@ -16,24 +15,21 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 
 from agent import chat as agent_chat
 from agent import home as agent_home
-from agent.config import ConfigError, load_llm
-from agent.llm import placeholder
+from agent.config import ConfigError, load_agent, load_llm
 from agent.routines import load_routines
-from agent.runtime import Runtime
 from agent.state import read_status
 from clawfs.errors import UserError
+
+from .jail_cli import run_jailed
 
 log = logging.getLogger(__name__)
 
@@ -70,66 +66,26 @@ def init(mountpoint: str, as_json: bool) -> int:
     return 0
 
 
-class _PlaceholderSwap(httpx.BaseTransport):
-    """Interim egress: swaps the api_key_secret placeholder in the Authorization header for the owner's key.
-    Goes away with the egress proxy (see the module docstring)."""
-
-    def __init__(self, secret_name: str, value: str) -> None:
-        self._inner = httpx.HTTPTransport()
-        self._needle = placeholder(secret_name)
-        self._value = value
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        auth = request.headers.get("authorization")
-        if auth is not None and self._needle in auth:
-            request.headers["authorization"] = auth.replace(self._needle, self._value)
-        return self._inner.handle_request(request)
-
-    def close(self) -> None:
-        self._inner.close()
-
-
-def _transport(home: Path, api_key_file: str | None) -> httpx.BaseTransport | None:
-    if api_key_file is None:
-        return None
-    try:
-        settings = load_llm(home)
-    except ConfigError as e:
-        raise UserError(str(e)) from e
-    if not settings.api_key_secret:
-        raise UserError("--api-key-file needs api_key_secret in settings/llm.toml (the name the key stands for)")
-    try:
-        value = Path(api_key_file).read_text().strip()
-    except OSError as e:
-        raise UserError(f"cannot read the API key file {api_key_file}: {e.strerror}") from e
-    if not value:
-        raise UserError(f"the API key file {api_key_file} is empty")
-    return _PlaceholderSwap(settings.api_key_secret, value)
-
-
 @agent_group.command("run")
 @click.argument("mountpoint", type=click.Path())
 @click.option("--channel", "channels", multiple=True, metavar="NAME",
               help="Serve only this channel (repeatable; default: every channel of channels/).")
-@click.option("--api-key-file", type=click.Path(),
-              help="Interim, until the egress proxy: the LLM key, swapped for api_key_secret's placeholder "
-                   "outside the runtime.")
-@click.pass_context
-def run(ctx: click.Context, mountpoint: str, channels: tuple[str, ...], api_key_file: str | None) -> int:
-    """Run the agent in the foreground (logs to stderr; SIGTERM finishes the current turns and exits 0)."""
+@click.option("--allow-weaker-jail", is_flag=True, help="Run with the jail layers this host has; log each missing one.")
+def run(mountpoint: str, channels: tuple[str, ...], allow_weaker_jail: bool) -> int:
+    """Run the agent in the jail, in the foreground (logs to stderr; SIGTERM finishes the current turns and
+    exits 0)."""
     home = _home(mountpoint)
-    if not ctx.find_root().obj or not ctx.find_root().obj.get("verbose"):
-        logging.getLogger("agent").setLevel(logging.INFO)
-    logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
-    try:
-        runtime = Runtime(home, list(channels) or None, _transport(home, api_key_file))
+    try:  # read here too, so that a broken file is this command's clear error, not a jailed traceback
+        load_llm(home)
+        load_agent(home)
     except ConfigError as e:
         raise UserError(str(e)) from e
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    runtime.run(stop)
-    return 0
+    argv = ["python3", "-m", "agent.liveness", "/agent", *(f"--channel={c}" for c in channels)]
+    out = run_jailed(mountpoint, argv, allow_weaker=allow_weaker_jail,
+                     need_agent_uid="the runtime runs in the jail as the mount's agent uid, and this mount has none")
+    if out.stopped_by:
+        log.warning("the runtime's jail was stopped by the %s limit", ", ".join(out.stopped_by))
+    return out.code
 
 
 def status_of(home: Path) -> dict[str, Any]:

@@ -84,11 +84,12 @@ class Home:
 
 
 @contextmanager
-def mounted_home(tmp: Path) -> Iterator[Home]:
+def mounted_home(tmp: Path, *opts: str) -> Iterator[Home]:
+    """`opts`: mount options (e.g. the agent uid, for a runtime run in the jail by `clawfs agent run`)."""
     store = make_store(tmp, "agent.claw", "--agent-home")
     run("reindex", str(store.path), *store.key_args(), "--embedder", "hashing-384")
     mnt = tmp / "mnt"
-    store.mount(mnt, index=True)
+    store.mount(mnt, *opts, index=True)
     llm = ScriptedLLM().start()
     try:
         home = Home(store, mnt, llm)

@@ -1,7 +1,8 @@
 """The agent's commands on a real mount, as a user runs them: `clawfs mkfs --agent-home`, `clawfs agent init`
 (idempotent, never overwriting), `clawfs agent run` (SIGTERM exits 0; a SIGKILL mid-turn redelivers the message
-on restart, answered once), `clawfs chat`, `clawfs agent status`, and how the LLM key travels (a placeholder,
-never a value; the interim `--api-key-file` swap)."""
+on restart, answered once), `clawfs chat`, `clawfs agent status`, and how the LLM key travels: the runtime
+runs in the jail (`-o agent_uid` mount, marker `jail`) and holds a placeholder; the mount daemon's egress proxy
+swaps in the value from secrets/, and no value is anywhere the jail can read."""
 
 from __future__ import annotations
 
@@ -16,20 +17,37 @@ from typing import Any
 
 import pytest
 from agent_home import Home, mounted_home
-from faults import assert_user_error, wait_for
+from faults import assert_user_error
 from helpers import CLAWFS, make_store, run
 from llm_server import Reply, answer, rules
+from waiting import wait_for
 
 from agent import maildir
-from agent.llm import placeholder
+from kernel import jailcheck
+from sandbox import jail
 
 pytestmark = [pytest.mark.fuse]
+jailed = [pytest.mark.jail,
+          pytest.mark.skipif(os.geteuid() != 0, reason="`clawfs agent run` builds a jail: root only (CI runs as root)"),
+          pytest.mark.skipif(not all(layer.ok for layer in jailcheck.layers()),
+                             reason="this host lacks a jail layer: see `kernel.jailcheck.layers()`")]
+AGENT_UID = f"allow_other,agent_uid={jail.JAIL_UID},agent_gid={jail.JAIL_UID}"
+
+
+def in_jail(f: Any) -> Any:
+    for mark in jailed:
+        f = mark(f)
+    return f
 
 
 @pytest.fixture
 def home(tmp_path: Path) -> Iterator[Home]:
-    with mounted_home(tmp_path) as h:
+    with mounted_home(tmp_path, AGENT_UID) as h:
         yield h
+
+
+def jail_count(home: Home) -> int:
+    return len(json.loads((home.mnt / ".clawfs" / "status").read_text())["proxy"]["jails"])
 
 
 class AgentProcess:
@@ -89,6 +107,7 @@ def test_commands_on_something_that_is_not_a_mount_fail_clearly(tmp_path: Path) 
         assert_user_error(proc, contains="not a mounted ClawFS home")
 
 
+@in_jail
 def test_chat_and_status_with_a_running_agent_then_sigterm_exits_0(home: Home,
                                                                    agent_procs: list[AgentProcess]) -> None:
     before = json.loads(run("agent", "status", str(home.mnt), "--json").stdout)
@@ -119,12 +138,14 @@ def test_chat_without_a_runtime_times_out_clearly_and_the_message_waits(home: Ho
     assert len(list((home.mnt / "channels/local/inbox/new").iterdir())) == 1, "the message waits for the agent"
 
 
+@in_jail
 def test_interactive_chat_reads_lines_until_eof(home: Home, agent_procs: list[AgentProcess]) -> None:
     agent_procs.append(AgentProcess(home))
     proc = run("chat", str(home.mnt), input=b"one\ntwo\n", timeout=60)
     assert proc.stdout == "You said: one\nYou said: two\n"
 
 
+@in_jail
 def test_a_crash_mid_turn_redelivers_on_restart_and_answers_once(home: Home,
                                                                   agent_procs: list[AgentProcess]) -> None:
     entered, release = threading.Event(), threading.Event()
@@ -142,6 +163,8 @@ def test_a_crash_mid_turn_redelivers_on_restart_and_answers_once(home: Home,
     agent_procs.append(first)
     wait_for(entered.is_set, timeout=30, what="the turn to reach the LLM")
     assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+    # The daemon kills a jail whose holder died (before the stuck answer could reach the orphaned runtime).
+    wait_for(lambda: jail_count(home) == 0, timeout=30, what="the daemon to kill the dead holder's jail")
     release.set()
     [claimed] = home.inbox_cur()
     assert maildir.flags(claimed.name) == "", "claimed, not answered"
@@ -156,6 +179,7 @@ def test_a_crash_mid_turn_redelivers_on_restart_and_answers_once(home: Home,
     assert [a["message_id"] for a in answered] == [msgid]
 
 
+@in_jail
 def test_a_message_answered_before_a_crash_is_only_flagged_on_restart(home: Home,
                                                                        agent_procs: list[AgentProcess]) -> None:
     """The reply went out, then the runtime died before flagging the message: no second reply, no LLM call."""
@@ -172,33 +196,40 @@ def test_a_message_answered_before_a_crash_is_only_flagged_on_restart(home: Home
     assert home.llm.requests == [] and len(list(home.box("outbox", "new").iterdir())) == 1
 
 
-def test_the_llm_gets_a_placeholder_never_a_key_unless_the_owner_hands_one_over(
-        home: Home, tmp_path: Path, agent_procs: list[AgentProcess]) -> None:
+@in_jail
+def test_the_llm_key_is_swapped_at_the_daemons_proxy_and_nowhere_in_the_jail(
+        home: Home, agent_procs: list[AgentProcess]) -> None:
     # no api_key_secret: no Authorization at all
     with_none = AgentProcess(home)
     agent_procs.append(with_none)
     home.reply_to(home.send("one"))
     assert with_none.stop() == 0
     assert "authorization" not in home.llm.headers[-1]
-    # api_key_secret: a placeholder; the secret's value never leaves the mount
+    # api_key_secret: the runtime sends a placeholder, the daemon's proxy the value (read from the store)
     key = "sk-test-" + "k" * 30
-    (home.mnt / "secrets" / "openai_api_key").write_text(key)
+    (home.mnt / "secrets" / "openai_api_key").write_text(key + "\n")
     home.configure(llm={"api_key_secret": "openai_api_key"})
-    with_name = AgentProcess(home)
-    agent_procs.append(with_name)
-    home.reply_to(home.send("two"))
-    assert with_name.stop() == 0
-    assert home.llm.headers[-1]["authorization"] == f"Bearer {placeholder('openai_api_key')}"
-    # the interim path: the owner hands the key to `clawfs agent run`, swapped outside agent/
-    keyfile = tmp_path / "key"
-    keyfile.write_text(key + "\n")
-    with_key = AgentProcess(home, "--api-key-file", str(keyfile))
+    with_key = AgentProcess(home)
     agent_procs.append(with_key)
-    home.reply_to(home.send("three"))
-    assert with_key.stop() == 0
+    assert home.reply_to(home.send("two")) == "You said: two"
+    assert with_key.stop() == 0, with_key.stderr()
     assert home.llm.headers[-1]["authorization"] == f"Bearer {key}"
     assert key not in json.dumps(home.llm.requests), "the key is in no request body"
-    assert key not in (home.mnt / ".agent" / "status.json").read_text()
+    assert key not in with_key.stderr()
+    lines = [json.loads(x) for x in (home.mnt / ".clawfs/audit/network.jsonl").read_text().splitlines()]
+    assert lines and all(x["allowed"] and x["tool"] == "runtime" for x in lines), lines
+    assert key not in json.dumps(lines)
+    # and nowhere the jail can read: every file of the home it may open, its environment, its /tmp
+    walk = ("import os, sys\nfor top in ('/agent', '/tmp', '/etc'):\n"
+            "    for root, dirs, files in os.walk(top):\n"
+            "        for f in files:\n"
+            "            try:\n                sys.stdout.write(open(os.path.join(root, f), errors='replace').read())\n"
+            "            except OSError:\n                pass\n"
+            "print(open('/proc/self/environ').read())\nprint('walked')")
+    p = run("jail", "exec", str(home.mnt), "--", "python3", "-c", walk, timeout=300)
+    assert p.stdout.rstrip().endswith("walked")
+    assert "You said: two" in p.stdout, "the walk read the home (its conversations)"
+    assert key not in p.stdout + p.stderr
 
 
 def test_a_broken_settings_file_is_a_clear_error(home: Home) -> None:
