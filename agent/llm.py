@@ -5,8 +5,8 @@ timeout, and an `LLMError` whose message is fit to tell the user (the runtime re
 
 Secrets: the runtime never holds the API key.  With `api_key_secret = "NAME"` in settings/llm.toml, requests
 carry `Authorization: Bearer <placeholder(NAME)>` and the egress path swaps the placeholder for the value (the
-egress proxy of the jail; until it exists, `clawfs agent run --api-key-file` wraps the transport outside
-agent/, see mountd/agent_cli.py).  Without `api_key_secret`, no Authorization header is sent (local servers).
+jail's egress proxy in the mount daemon, mountd/proxy_service.py).  Without `api_key_secret`, no Authorization
+header is sent (local servers).
 """
 
 from __future__ import annotations
