@@ -117,6 +117,15 @@ def test_leaves_are_cached_per_host_and_names_checked() -> None:
             ca.issue(bad)
 
 
+def test_a_leaf_near_its_end_is_made_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    ca = tls_ca.generate()
+    first = ca.server_context("a.test")
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=tls_ca.LEAF_HOURS * 0.8)
+    monkeypatch.setattr(tls_ca, "_now", lambda: later)
+    second = ca.server_context("a.test")
+    assert second is not first and ca.server_context("a.test") is second
+
+
 # -- the proxy over loopback ----------------------------------------------------------------------------------------
 
 @dataclass
