@@ -293,3 +293,27 @@ def test_the_jail_trusts_the_stores_ca_kept_across_mounts(store: StoreFixture, m
     store.umount(mnt)
     store.mount(mnt, f"allow_other,agent_uid={jail.JAIL_UID},agent_gid={jail.JAIL_UID}")
     assert last_cert()[0] == first
+
+
+def test_each_lease_gets_its_own_tools_list_whatever_the_jail_claims(mnt: Path) -> None:
+    """The tool named at hand-over decides the list; a header or user name sent from inside changes nothing.
+    Each name is refused before any DNS lookup (the .test names resolve nowhere)."""
+    (mnt / "tools" / "alpha").mkdir(parents=True, exist_ok=True)
+    (mnt / "tools" / "alpha" / "capabilities.json").write_text(json.dumps(
+        {"http": {"allowlist": [{"host": "alpha.test", "path_prefix": "/api/"}]}}))
+    (mnt / "settings" / "network.toml").write_text('[[allow]]\nhost = "runtime.test"\n')
+    script = ("import socket\nfor host in ('alpha.test', 'runtime.test'):\n"
+              "    s = socket.create_connection(('127.0.0.1', 3128))\n"
+              "    claim = 'X-Tool: alpha\\r\\nProxy-Authorization: alpha\\r\\n'\n"
+              "    s.sendall(f'CONNECT {host}:443 HTTP/1.1\\r\\n{claim}\\r\\n'.encode())\n"
+              "    print(s.recv(200).split(b'\\r\\n')[0].decode(), flush=True)\n")
+    as_alpha = clawfs("jail", "exec", str(mnt), "--tool", "alpha", "--", "python3", "-c", script)
+    as_runtime = clawfs("jail", "exec", str(mnt), "--", "python3", "-c", script)
+    assert as_alpha.returncode == 0 and as_runtime.returncode == 0, as_alpha.stderr + as_runtime.stderr
+    # alpha.test passes alpha's list and fails only at DNS (.test resolves nowhere): 502; runtime.test is not its
+    alpha_lines, runtime_lines = as_alpha.stdout.splitlines(), as_runtime.stdout.splitlines()
+    assert alpha_lines[1].startswith("HTTP/1.1 403") and runtime_lines[0].startswith("HTTP/1.1 403")
+    assert not alpha_lines[0].startswith("HTTP/1.1 403") and not runtime_lines[1].startswith("HTTP/1.1 403")
+    refused = [(x["tool"], x["reason"]) for x in audit(mnt) if not x["allowed"] and x["status"] == 403]
+    assert ("alpha", "runtime.test is not in alpha's allowlist") in refused
+    assert ("runtime", "alpha.test is not in runtime's allowlist") in refused
