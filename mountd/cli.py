@@ -32,6 +32,8 @@ from . import (
     options,
     policy_cli,
     searching,
+    serve,
+    serve_cli,
     status_cli,
     tool_cli,
 )
@@ -168,6 +170,8 @@ def mount(ctx: click.Context, store: str, mountpoint: str, opts: tuple[str, ...]
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the daemon to exit.")
 def umount(mountpoint: str, timeout: float) -> int:
     """Unmount and wait until the daemon has flushed the store and exited."""
+    if serve.stop_running(mountpoint, timeout):  # a `clawfs serve` mount: its daemon stops it all, in order
+        return 0
     daemon.umount(mountpoint, timeout=timeout)
     return 0
 
@@ -458,6 +462,7 @@ cli.add_command(tool_cli.tool)
 cli.add_command(jail_cli.jail_group)
 cli.add_command(policy_cli.policy_group)
 cli.add_command(status_cli.status)
+cli.add_command(serve_cli.serve_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -178,7 +178,8 @@ class Supervisor:
             reason = self._watch(child, ours)
             if reader is not None:
                 reader.join(timeout=2.0)  # its last words, e.g. the settings file that is broken
-            return f"{reason}: {last_line[0]}" if last_line and not reason.startswith("stopped") else reason
+            # its last words say why it exited by itself (e.g. a broken settings file); not after a signal
+            return f"{reason}: {last_line[0]}" if last_line and reason.startswith("exited") else reason
         finally:
             ours.close()
             self.pinged.clear()
