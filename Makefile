@@ -3,9 +3,9 @@ SHELL := /bin/bash
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
 DEBS  := fuse3 libfuse3-dev pkg-config gcc g++ python3-dev gocryptfs rsync tar util-linux attr psmisc swtpm swtpm-tools tpm2-tools libtss2-dev libseccomp2 curl
-.PHONY: setup debs venv mount-helper demo test test-fast lint bench clean
+.PHONY: setup debs venv mount-helper systemd-unit demo test test-fast lint bench clean
 
-setup: debs venv mount-helper
+setup: debs venv mount-helper systemd-unit
 
 # Installs only what is missing, so a second run costs one dpkg query.
 debs:
@@ -33,6 +33,11 @@ mount-helper: $(VENV)/.installed packaging/mount.clawfs.in
 	@sed "s|@VENV@|$(abspath $(VENV))|" packaging/mount.clawfs.in > /usr/sbin/mount.clawfs.new
 	@chmod 755 /usr/sbin/mount.clawfs.new && mv /usr/sbin/mount.clawfs.new /usr/sbin/mount.clawfs
 	@ln -sf $(abspath $(VENV))/bin/clawfs /usr/local/bin/clawfs
+
+# clawfs@.service (packaging/; README "Running as a systemd service"); systemd is told only when it runs here.
+systemd-unit: mount-helper packaging/clawfs@.service
+	@install -D -m 644 packaging/clawfs@.service /etc/systemd/system/clawfs@.service
+	@if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 demo: setup
 	@$(PY) -m mountd.demo
