@@ -65,6 +65,7 @@ T = TypeVar("T")
 LoopCall = Callable[[Callable[[], Any]], Any]
 RUNTIME = "runtime"  # the caller's name when no tool is named: the agent runtime, settings/network.toml's list
 CA_SETTING = "proxy.ca"
+COALESCE_SECONDS = 0.2  # audit lines gathered per write (a crash loses at most these, as the mount's own batching)
 
 
 # -- policy, parsed from the store's bytes ---------------------------------------------------------------------
@@ -158,13 +159,16 @@ class ProxyService:
         self._jails: dict[int, _Jail] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._lines: queue.Queue[str] = queue.Queue()
+        self._write_lock = threading.Lock()  # only flush() takes lines off the queue, one caller at a time
+        self._pending = threading.Event()
         self._unwritten: list[str] = []
         self._closing = threading.Event()
         self.readonly = readonly
         self.ca: tls_ca.StoreCA | None = None
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
+        self._request = threading.local()  # the proxy serves each connection in a thread of its own
 
     # -- life -------------------------------------------------------------------------------------------------
 
@@ -230,13 +234,13 @@ class ProxyService:
             with contextlib.suppress(OSError):
                 j.conn.shutdown(socket.SHUT_RDWR)
             self._stop_jail(j)
-        self._lines.put(None)
         for t in self._threads:
             t.join(timeout=5)
         self.egress.close()
-        rest = self._unwritten + self._drain()
-        if rest:
-            self.audit.append(rest)
+        with self._write_lock:
+            rest, self._unwritten = self._unwritten + self._drain(), []
+            if rest:
+                self.audit.append(rest)
 
     def in_loop(self, fn: Callable[[], T]) -> T:
         """Run fn where the store lives; a store error refuses the request with its reason."""
@@ -262,8 +266,17 @@ class ProxyService:
 
     # -- policy, read live ------------------------------------------------------------------------------------
 
+    def _read_llm(self) -> proxy.LlmEndpoint | None:
+        return llm_endpoint(home_files.read(self.store, "settings/llm.toml"))
+
     def _llm(self) -> proxy.LlmEndpoint | None:
-        return self.in_loop(lambda: llm_endpoint(home_files.read(self.store, "settings/llm.toml")))
+        """The endpoint read with this request's client (`_client`, which the proxy asks just before, in the same
+        thread: one hop into the loop for both), else read now."""
+        pending: tuple[proxy.LlmEndpoint | None] | None = getattr(self._request, "llm", None)
+        self._request.llm = None
+        if pending is not None:
+            return pending[0]
+        return self.in_loop(self._read_llm)
 
     def _secret_values(self) -> list[str]:
         values: list[str] = self.in_loop(lambda: home_files.secret_values(self.store))
@@ -275,7 +288,8 @@ class ProxyService:
         return tool_capability(home_files.read(self.store, f"tools/{tool}/capabilities.json"), tool)
 
     def _client(self, tool: str) -> proxy.ProxyClient:
-        http: HttpCapability | None = self.in_loop(lambda: self._capability(tool))
+        http, llm = self.in_loop(lambda: (self._capability(tool), self._read_llm()))
+        self._request.llm = (llm,)
         return proxy.ProxyClient(ToolIdentity(tool), http)
 
     # -- the audit --------------------------------------------------------------------------------------------
@@ -285,30 +299,41 @@ class ProxyService:
         with self._lock:
             self.counts["allowed" if allowed else "refused"] += 1
         self._lines.put(line)
+        self._pending.set()
 
     def _drain(self) -> list[str]:
         out: list[str] = []
         while True:
             try:
-                line = self._lines.get_nowait()
+                out.append(self._lines.get_nowait())
             except queue.Empty:
                 return out
-            if line is not None:
-                out.append(line)
 
     def _write_loop(self) -> None:
-        while True:
-            first = self._lines.get()
-            batch = self._unwritten + ([first] if first is not None else []) + self._drain()
-            self._unwritten = []
-            if batch:
-                try:
-                    self._call(functools.partial(self.audit.append, batch))
-                except RuntimeError:  # the loop ended: close() writes them
-                    self._unwritten = batch
-                    return
-            if first is None or self._closing.is_set():
+        """Write what is queued, then let lines gather for COALESCE_SECONDS: each write rewrites the current
+        generation of the audit in the loop, so one per request would slow every request down."""
+        while not self._closing.is_set():
+            if not self._pending.wait(0.5):
+                continue
+            self._pending.clear()
+            if not self.flush():
                 return
+            self._closing.wait(COALESCE_SECONDS)
+
+    def flush(self) -> bool:
+        """Write every queued line now (in order: one writer at a time); False once the loop has ended (the lines
+        are kept for close())."""
+        with self._write_lock:
+            batch = self._unwritten + self._drain()
+            self._unwritten = []
+            if not batch:
+                return True
+            try:
+                self._call(functools.partial(self.audit.append, batch))
+            except RuntimeError:
+                self._unwritten = batch
+                return False
+            return True
 
     # -- the control socket -----------------------------------------------------------------------------------
 
@@ -378,6 +403,7 @@ class ProxyService:
         if msg is None or msg.get("op") != "end":
             return jail, False
         self._stop_jail(jail)
+        self.flush()  # the holder reads .clawfs/audit/network.jsonl next: every line of this jail is in it
         cs.send(conn, dict(px.audit.counts))
         return jail, True
 
