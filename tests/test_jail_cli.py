@@ -116,23 +116,27 @@ def test_exec_runs_the_command_with_the_daemons_proxy(mnt: Path, servers: list[S
     port = servers[0].port
     script = GET + (f"print(get('http://127.0.0.1:{port}/v1/models'))\n"
                     "print(get('http://api.example.invalid/'))\n"
+                    "import subprocess\n"
+                    f"print(subprocess.run(['curl', '-s', 'http://127.0.0.1:{port}/v1/curl'], capture_output=True,"
+                    " text=True).stdout)\n"
                     "try:\n    open('/agent/.clawfs/audit/network.jsonl').read(); print('read')\n"
                     "except OSError as x:\n    print(x.errno)\n"
                     "raise SystemExit(9)")
     p = clawfs("jail", "exec", str(mnt), "--json", "--", "python3", "-c", script)
     assert p.returncode == 9, p.stderr
-    first, second, audit_read = p.stdout.split("\n")[:3]
+    first, second, by_curl, audit_read = p.stdout.split("\n")[:4]
     assert json.loads(first)["path"] == "/v1/models"
     assert second == "403"
+    assert json.loads(by_curl)["path"] == "/v1/curl", "curl uses the jail's http_proxy as it is"
     assert audit_read == "13", "the jail may not read the network audit (EACCES)"
     figures = json.loads(p.stderr.strip().splitlines()[-1])
-    assert figures["proxy"] == {"allowed": 1, "refused": 1}
+    assert figures["proxy"] == {"allowed": 2, "refused": 1}
     lines = audit(mnt)
-    assert [(x["allowed"], x["tool"]) for x in lines] == [(True, "runtime"), (False, "runtime")]
+    assert [(x["allowed"], x["tool"]) for x in lines] == [(True, "runtime"), (False, "runtime"), (True, "runtime")]
     assert lines[1]["reason"] == "this tool has no HTTP capability"  # no settings/network.toml: no list at all
     status = json.loads((mnt / ".clawfs" / "status").read_text())["proxy"]
     assert status["control_socket"] == control_socket.control_path(str(mnt))
-    assert status["jails"] == [] and status["allowed"] == 1 and status["refused"] == 1
+    assert status["jails"] == [] and status["allowed"] == 2 and status["refused"] == 1
 
 
 def test_the_llm_key_is_swapped_at_the_daemon_and_redacted_from_the_answer(mnt: Path, servers: list[Server]) -> None:
@@ -205,9 +209,23 @@ def test_the_control_socket_is_the_owners_alone(mnt: Path) -> None:
     assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
     code = (f"import socket\ns = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n"
             f"try:\n    s.connect({path!r}); print('connected')\nexcept OSError as e:\n    print(e.errno)")
-    third = subprocess.run(["/usr/bin/python3", "-I", "-c", code], capture_output=True, text=True, timeout=30,
+    def as_third_uid(script: str) -> str:
+        p = subprocess.run(["/usr/bin/python3", "-I", "-c", script], capture_output=True, text=True, timeout=30,
                            user=65534, group=65534, extra_groups=[], cwd="/")
-    assert third.stdout.strip() == "13", third
+        return p.stdout.strip() + p.stderr
+
+    assert as_third_uid(code) == "13"
+    # Modes loosened (by mistake, say): the daemon still answers only its own uid, by the kernel's SO_PEERCRED.
+    os.chmod(os.path.dirname(path), 0o711)
+    os.chmod(path, 0o666)
+    try:
+        ask = (f"import socket\ns = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\ns.connect({path!r})\n"
+               "print(s.recv(4096).decode())")  # the daemon answers at once, before any request
+        answer = json.loads(as_third_uid(ask))
+    finally:
+        os.chmod(path, 0o600)
+        os.chmod(os.path.dirname(path), 0o700)
+    assert answer == {"error": f"only uid {os.getuid()} (the mount's owner) may use this socket"}
 
 
 def test_a_jail_whose_holder_dies_is_killed(mnt: Path) -> None:
