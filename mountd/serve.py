@@ -20,9 +20,11 @@ then is the FUSE loop told to end, so the runtime never sees its home vanish mid
 flushes and closes.  Exit 0.  A second signal while stopping is logged and changes nothing.
 
 Signals: the FUSE loop (clawfs/fuse_ops.serve) ends at the first SIGTERM it sees, which would unmount under
-the runtime.  So this process blocks those signals in every thread (the mask is set before any thread starts
-and inherited) and takes them with sigwait() in a thread of its own; when the runtime and the receiver are
-done it unblocks SIGTERM in the loop's thread and raises it there, which is the loop's ordinary way to end.
+the runtime.  So once the loop serves, this module puts its own handler in place of the loop's (Python runs
+every handler in the main thread, which is the loop's, whichever thread the kernel picked: a signal mask could
+not do it, since threads started at import time - BLAS pools - never inherit one); the handler only starts the
+orderly stop in a thread.  When the runtime and the receiver are done, the loop's handler is put back and
+SIGTERM raised in the loop's thread: the loop's ordinary way to end.
 
 The runtime: `--runtime jail` (default) runs `clawfs agent run MNT`, the jailed runtime; `--runtime host` runs
 `python -m agent.liveness MNT` directly, as the mount's agent uid when there is one (no jail: for hosts without
@@ -204,6 +206,7 @@ class Service:
         self._call_in_loop: Callable[[Callable[[], Any]], Any] | None = None
         self.pid_file, self.status_file = state_paths(cfg.mountpoint)
         self.ready_at: float | None = None
+        self._loop_handlers: dict[int, Any] = {}
 
     # the webhooks' keys: read through a read-only connection of our own, never through FUSE (write-only there)
     def secret(self, name: str) -> bytes | None:
@@ -221,7 +224,19 @@ class Service:
             self._answer(message, None)
             return
         self._call_in_loop = fuse_ops.loop_caller()
+        # in the loop's (main) thread: our handler replaces the loop's, kept to be put back by _end_loop
+        self._loop_handlers = {sig: signal.signal(sig, self._on_signal) for sig in SIGNALS}
         threading.Thread(target=self.bring_up, name="clawfs-serve-start", daemon=True).start()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        log.info("clawfs serve: %s: stopping", signal.Signals(signum).name)
+        threading.Thread(target=self.request_stop, name="clawfs-serve-stop", daemon=True).start()
+
+    def _end_loop(self) -> None:
+        """In the loop's thread: the loop's own handlers back, and SIGTERM raised for it."""
+        for sig, handler in self._loop_handlers.items():
+            signal.signal(sig, handler)
+        signal.raise_signal(signal.SIGTERM)
 
     def bring_up(self) -> None:
         try:
@@ -259,9 +274,15 @@ class Service:
         self.supervisor = Supervisor(self._spawn(), ping_timeout=self.cfg.ping_timeout, policy=self.cfg.policy,
                                      stop_grace=self.cfg.stop_grace)
         self.supervisor.start()
-        if not self.supervisor.settled.wait(self.cfg.start_timeout):
+        deadline = time.monotonic() + self.cfg.start_timeout
+        while not self.supervisor.settled.wait(0.1) and time.monotonic() < deadline:
+            if self._stop.is_set():  # stopped while starting: no READY
+                return None
+        if not self.supervisor.settled.is_set():
+            hint = (" - the jailed runtime cannot ping yet (the jail does not pass the liveness socket on); "
+                    "--runtime host runs it without the jail" if self.cfg.runtime == "jail" else "")
             raise UserError(f"the agent runtime sent no liveness ping within {self.cfg.start_timeout:g} s "
-                            f"(last error: {self.supervisor.status().last_error or 'none'})")
+                            f"(last error: {self.supervisor.status().last_error or 'none'}){hint}")
         st = self.supervisor.status()
         if st.state == FAILED:
             return f"the mount is up but the agent runtime is down: {st.last_error}"
@@ -338,7 +359,7 @@ class Service:
         self.shutdown()
         if self._call_in_loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop has already ended (an outside unmount)
-                self._call_in_loop(_end_loop)
+                self._call_in_loop(self._end_loop)
 
     def shutdown(self) -> None:
         """Intake first (503), then the runtime (its turns finish), then the receiver (deliveries in flight
@@ -367,19 +388,6 @@ class Service:
                 p.unlink()
 
 
-def _end_loop() -> None:
-    """In the FUSE loop's thread: let SIGTERM through to it and raise it, the loop's own way to end."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-    signal.raise_signal(signal.SIGTERM)
-
-
-def _take_signals(service: Service) -> None:
-    while True:
-        sig = signal.sigwait(SIGNALS)
-        log.info("clawfs serve: %s: stopping", signal.Signals(sig).name)
-        threading.Thread(target=service.request_stop, name="clawfs-serve-stop", daemon=True).start()
-
-
 def run(cfg: ServeConfig, master: bytes, answer: Callable[[str | None, str | None], None]) -> int:
     """Serve until stopped (in this process: the daemon).  `answer(error, warning)` is called once: at READY
     (error None) or with why the service could not start."""
@@ -390,10 +398,8 @@ def run(cfg: ServeConfig, master: bytes, answer: Callable[[str | None, str | Non
             answered.set()
             answer(error, warning)
 
-    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)  # before any thread: all of them inherit it
     service = Service(cfg, master, Notifier(), answer_once)
     service.write_pid()
-    threading.Thread(target=_take_signals, args=(service,), name="clawfs-serve-signals", daemon=True).start()
     try:
         daemon.serve(cfg.store, cfg.mountpoint, cfg.opts, master, service.on_live)
     finally:

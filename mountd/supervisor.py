@@ -32,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kernel.syscall import libc
+
 log = logging.getLogger("clawfs.supervisor")
 
 LIVENESS_ENV = "CLAWFS_LIVENESS_FD"
@@ -267,14 +269,23 @@ def _exit_reason(code: int) -> str:
     return f"exited with status {code}"
 
 
+PR_SET_PDEATHSIG = 1
+
+
 def spawn_command(argv: list[str], env: dict[str, str] | None = None, **popen: Any) -> Spawn:
-    """A Spawn running `argv` with the liveness fd inherited and named in the environment."""
+    """A Spawn running `argv` with the liveness fd inherited and named in the environment.  The child gets
+    SIGKILL when the thread that started it (the supervisor's) ends, so a daemon killed with -9 leaves no
+    runtime behind on its dead mount; set after any uid change (which would clear it), just before exec."""
+    prctl = libc().prctl  # resolved before the fork: nothing but the call itself runs in the child
+
+    def die_with_parent() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
     def spawn(fd: int) -> subprocess.Popen[bytes]:
         child_env = dict(os.environ if env is None else env)
         child_env[LIVENESS_ENV] = str(fd)
         popen.setdefault("stderr", subprocess.PIPE)  # drained into the daemon's log (_drain)
         return subprocess.Popen(argv, env=child_env, pass_fds=(fd,), start_new_session=True,
-                                stdin=subprocess.DEVNULL, **popen)
+                                stdin=subprocess.DEVNULL, preexec_fn=die_with_parent, **popen)
 
     return spawn

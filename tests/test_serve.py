@@ -245,6 +245,10 @@ def test_serve_ready_chat_webhook_restart_and_clean_stop(served: Served) -> None
     assert not is_mounted(served.mnt)
     assert process_gone(runtime_pid)
     assert any(m.startswith("STOPPING=1") for m in served.messages), served.messages
+    log = served.stderr()
+    # the runtime finished and exited on its SIGTERM while its home was still mounted, and only then the unmount
+    assert "did not stop within" not in log
+    assert 0 <= log.index("agent runtime stopped after") < log.index("clawfs.mountd: unmounted"), log
     served.store.assert_clean()
     assert serve_mod.read_state(str(served.mnt)) is None
 
@@ -267,9 +271,11 @@ def test_background_serve_no_agent_and_umount_stops_it(served: Served) -> None:
 
 @pytest.mark.fuse
 def test_a_stale_mount_of_a_killed_daemon_is_recovered(served: Served) -> None:
-    served.start("--no-agent")
+    served.start("--runtime", "host")
     served.wait_ready()
+    runtime = served.status()["runtime"]["pid"]
     served.stop(signal.SIGKILL)
+    wait_for(lambda: process_gone(runtime), timeout=TIMEOUT, what="the runtime to die with its daemon")
     assert is_mounted(served.mnt)  # dead: the transport endpoint is not connected
     with pytest.raises(OSError) as dead:
         os.listdir(served.mnt)
