@@ -347,29 +347,30 @@ class ProxyService:
             threading.Thread(target=self._converse, args=(conn,), name="clawfs-lease", daemon=True).start()
 
     def _converse(self, conn: socket.socket) -> None:
-        jail: _Jail | None = None
+        held: list[_Jail] = []  # the jail served for this conversation, once there is one
         clean = False
         try:
             if cs.peer_uid(conn) != os.getuid():  # the 0600 mode keeps others out; the kernel's word settles it
                 cs.send(conn, {"error": f"only uid {os.getuid()} (the mount's owner) may use this socket"})
                 return
-            jail, clean = self._lease(conn)
+            clean = self._lease(conn, held)
         except (OSError, ValueError, UserError) as e:
             log.warning("control socket: %s", e)
             with contextlib.suppress(OSError):
                 cs.send(conn, {"error": str(e)})
         finally:
-            if jail is not None:
+            for jail in held:
                 if not clean and not self._closing.is_set():
                     log.warning("the holder of jail %d went away without ending it: killing the jail", jail.id)
                     _kill(jail)
                 self._stop_jail(jail)
             conn.close()
 
-    def _lease(self, conn: socket.socket) -> tuple[_Jail | None, bool]:
+    def _lease(self, conn: socket.socket, held: list[_Jail]) -> bool:
+        """One conversation (mountd/control_socket.py); True when it ended as agreed (nothing to kill)."""
         msg, _ = cs.receive(conn)
         if msg is None:
-            return None, True
+            return True
         if msg.get("op") != "serve":
             raise ValueError(f"expected op serve, got {msg.get('op')!r}")
         tool = msg.get("tool") or RUNTIME
@@ -383,7 +384,7 @@ class ProxyService:
                        "ca_pem": self.ca.cert_pem.decode() if self.ca else ""})
         msg, fds = cs.receive(conn, max_fds=1)
         if msg is None:
-            return None, True  # the jail could not be built: nothing to serve
+            return True  # the jail could not be built: nothing to serve
         if msg.get("op") != "socket" or len(fds) != 1:
             for fd in fds:
                 os.close(fd)
@@ -396,16 +397,17 @@ class ProxyService:
         with self._lock:
             jail = _Jail(next(self._ids), tool, px, listener, conn, cgroup, root_dir or "")
             self._jails[jail.id] = jail
+        held.append(jail)
         px.serve(listener, lambda: self._client(tool))
         cs.send(conn, {"ok": True, "id": jail.id})
         log.info("egress proxy: serving jail %d (%s)", jail.id, tool)
         msg, _ = cs.receive(conn)
         if msg is None or msg.get("op") != "end":
-            return jail, False
+            return False
         self._stop_jail(jail)
         self.flush()  # the holder reads .clawfs/audit/network.jsonl next: every line of this jail is in it
         cs.send(conn, dict(px.audit.counts))
-        return jail, True
+        return True
 
     def _stop_jail(self, jail: _Jail) -> None:
         with self._lock:
