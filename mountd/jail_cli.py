@@ -37,17 +37,33 @@ class Outcome:
     proxy: dict[str, int]
 
 
-@contextlib.contextmanager
-def _forward_signals(j: jail.Jail) -> Iterator[None]:
+@dataclass
+class _Forward:
     """SIGTERM/SIGINT to this process go to the jail (its init passes them to CMD), which then ends as CMD
-    decides: `clawfs agent run` finishes its turns and exits 0."""
-    def forward(signum: int, _frame: object) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            j.proc.send_signal(signum)
+    decides: `clawfs agent run` finishes its turns and exits 0.  One that comes before the jail exists is kept
+    and passed on as soon as it does (so the jail is never left behind without its holder)."""
+    running: jail.Jail | None = None
+    pending: int | None = None
 
+    def __call__(self, signum: int, _frame: object) -> None:
+        if self.running is None:
+            self.pending = signum
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.running.proc.send_signal(signum)
+
+    def attach(self, j: jail.Jail) -> None:
+        self.running = j
+        if self.pending is not None:
+            self(self.pending, None)
+
+
+@contextlib.contextmanager
+def _forward_signals() -> Iterator[_Forward]:
+    forward = _Forward()
     old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield
+        yield forward
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -60,22 +76,22 @@ def run_jailed(mnt: str, argv: list[str], *, tool: str | None = None, uid: int |
     `need_agent_uid`: refuse (with this as the reason) a mount that has no agent uid."""
     home = Path(mnt).resolve()
     lease = JailLease.open(str(home), tool)
-    try:
-        if need_agent_uid and lease.agent_uid is None:
-            raise UserError(f"{need_agent_uid}: mount the store with -o allow_other,agent_uid=N "
-                            f"(N a uid of its own for the agent, e.g. {jail.JAIL_UID})")
-        jail_uid = uid if uid is not None else lease.agent_uid if lease.agent_uid is not None else jail.JAIL_UID
-        jail_gid = (lease.agent_gid if uid is None and lease.agent_gid is not None else jail_uid)
-        cfg = jail.JailConfig(mount=str(home), uid=jail_uid, gid=jail_gid, allow_weaker=allow_weaker,
-                              env=env or {}, ca_pem=lease.ca_pem)
+    with _forward_signals() as forward:
         try:
-            j = jail.start(cfg, argv)
-        except jail.JailError as e:
-            raise UserError(str(e)) from None
-    except BaseException:
-        lease.close()
-        raise
-    with _forward_signals(j):
+            if need_agent_uid and lease.agent_uid is None:
+                raise UserError(f"{need_agent_uid}: mount the store with -o allow_other,agent_uid=N "
+                                f"(N a uid of its own for the agent, e.g. {jail.JAIL_UID})")
+            jail_uid = uid if uid is not None else lease.agent_uid if lease.agent_uid is not None else jail.JAIL_UID
+            jail_gid = (lease.agent_gid if uid is None and lease.agent_gid is not None else jail_uid)
+            cfg = jail.JailConfig(mount=str(home), uid=jail_uid, gid=jail_gid, allow_weaker=allow_weaker,
+                                  env=env or {}, ca_pem=lease.ca_pem)
+            try:
+                j = jail.start(cfg, argv)
+            except jail.JailError as e:
+                raise UserError(str(e)) from None
+        except BaseException:
+            lease.close()
+            raise
         try:
             assert j.proxy_socket is not None
             group: dict[str, Any] | None = asdict(j.cgroup) if j.cgroup else None
@@ -87,6 +103,7 @@ def run_jailed(mnt: str, argv: list[str], *, tool: str | None = None, uid: int |
             j.wait()
             lease.close()
             raise
+        forward.attach(j)
         code = j.wait()
     counts = lease.end()
     return Outcome(code, round(j.ready_seconds, 4), j.stopped_by, counts)

@@ -65,6 +65,9 @@ T = TypeVar("T")
 LoopCall = Callable[[Callable[[], Any]], Any]
 RUNTIME = "runtime"  # the caller's name when no tool is named: the agent runtime, settings/network.toml's list
 CA_SETTING = "proxy.ca"
+MIN_CHECKED = 8
+"""Shorter secret values are left out of the exact-value leak check (still injected): a value such as "yes" or a
+4-digit PIN would refuse every request that happens to contain it."""
 COALESCE_SECONDS = 0.2  # audit lines gathered per write (a crash loses at most these, as the mount's own batching)
 
 
@@ -280,7 +283,7 @@ class ProxyService:
 
     def _secret_values(self) -> list[str]:
         values: list[str] = self.in_loop(lambda: home_files.secret_values(self.store))
-        return values
+        return [v for v in values if len(v) >= MIN_CHECKED]
 
     def _capability(self, tool: str) -> HttpCapability | None:
         if tool == RUNTIME:
