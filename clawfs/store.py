@@ -30,6 +30,7 @@ from kernel import tpm
 
 from . import FORMAT_VERSION, crypto, keys, tpm_slots
 from .db import Database, DiskFull, DiskIOError, InodeRow, Locked, SlotRow, StorageError
+from .db.database import read_only_media
 from .db.schema import LATEST
 from .errors import (
     Busy,
@@ -195,7 +196,9 @@ class Store:
     @classmethod
     def open(cls, path: str, creds: keys.Credentials, *, readonly: bool = False, lock: bool = True,
              master_key: bytes | None = None) -> Store:
-        db = _open_db(path)
+        # On read-only media (a CD, a read-only bind mount) every command opens the store read-only.
+        readonly = readonly or read_only_media(path)
+        db = _open_db(path, readonly=readonly)
         try:
             the_lock = StoreLock(path) if lock else None
         except BaseException:
@@ -206,6 +209,9 @@ class Store:
             # Upgrade only once the key has been proven: a wrong passphrase leaves an older store untouched.
             # Key slots and meta are version 1 tables, which unlock is all that reads.
             if db.schema_version() < LATEST:
+                if readonly:
+                    raise UserError(f"{path} has an older format that must be upgraded first: open it once "
+                                    "read-write (on writable media)")
                 db.migrate()
             return cls(db, env, lock=the_lock, readonly=readonly)
         except BaseException:
@@ -608,6 +614,9 @@ class Store:
 def _build(path: str, env: crypto.Envelope, block_size: int, wrapped: list[tuple[str, str, bytes]],
            extra_meta: dict[str, Any]) -> None:
     """Write a complete, closed (checkpointed) new store at `path`."""
+    # The file is the owner's alone whatever the umask (SQLite gives the -wal and -shm files its mode too).
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    os.chmod(path, 0o600)
     try:
         db = Database(path, create=True)
     except StorageError as e:

@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -96,6 +97,14 @@ class SlotRow:
     created_ns: int
 
 
+def read_only_media(path: str) -> bool:
+    """Is the store file on a read-only filesystem (and without a -shm file there that a reader could use)?"""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY) and not os.path.exists(path + "-shm")
+    except OSError:
+        return False
+
+
 class Database:
     """One apsw connection to a store file."""
 
@@ -106,8 +115,14 @@ class Database:
         self.path = path
         if not create and os.path.getsize(path) == 0:
             raise NotAStore(f"{path} is an empty file, not a ClawFS store")
+        target = path
+        if readonly and not create and read_only_media(path):
+            # On read-only media SQLite cannot make the -shm file a WAL reader needs: nobody can change the
+            # file there, so it is opened as immutable (no locks, no -shm).
+            target = f"file:{urllib.parse.quote(os.path.abspath(path))}?immutable=1"
+            flags |= apsw.SQLITE_OPEN_URI
         try:
-            self.conn = apsw.Connection(path, flags=flags)
+            self.conn = apsw.Connection(target, flags=flags)
             self.conn.set_busy_timeout(5000)
             # Identify the file before changing anything in it: a foreign database must be left untouched.
             app_id = self._scalar("PRAGMA application_id")
