@@ -126,6 +126,37 @@ class VFS:
             return home.FLAG_SECRET
         return 0
 
+    def _check_secrets_place(self, parent: int, name: bytes, is_dir: bool) -> None:
+        """Only a directory may take the name of a secrets directory (a symlink or file there would send the
+        secrets written through it elsewhere)."""
+        if not is_dir and name == home.SECRETS and home.names_secrets_dir(self.store.path_of(parent), name):
+            raise FsError("only a secrets directory may be named secrets here", err=errno.EPERM)
+
+    def _holds_secrets_dir(self, row: InodeRow) -> bool:
+        """Is `row` a secrets directory of the home, or a directory above one (`users`, `users/<id>`)?  Those
+        are never renamed, removed or replaced (clawfs/home.py)."""
+        if not stat.S_ISDIR(row.mode):
+            return False
+        path = self.store.path_of(row.id)
+        if path is None:
+            return False
+        if home.is_secrets_path(path):
+            return home.is_secret(row.flags)
+        if not home.may_hold_secrets_dir(path):
+            return False
+        below = self.store.child_inodes(row.id) if b"/" not in path else [row.id]  # users: each users/<id>
+        for ino in below:
+            child = self.store.lookup(ino, home.SECRETS)
+            found = self.store.find(child) if child is not None else None
+            if found is not None and stat.S_ISDIR(found.mode) and home.is_secret(found.flags):
+                return True
+        return False
+
+    def _guard_secrets_dir(self, row: InodeRow | None, what: str) -> None:
+        if row is not None and self._holds_secrets_dir(row):
+            raise FsError(f"{what} a secrets directory (or the directory above one) is not allowed",
+                          err=errno.EPERM)
+
     # -- helpers --------------------------------------------------------------------------------------------
     def _nlink_of(self, ino: int) -> int | None:
         row = self.store.find(ino)
@@ -238,6 +269,7 @@ class VFS:
                 if stat.S_ISDIR(mode):
                     mode |= stat.S_ISGID
             is_dir = stat.S_ISDIR(mode)
+            self._check_secrets_place(parent, name, is_dir)
             flags = self._secret_flag(prow, name, is_dir)
             if flags:
                 mode &= ~0o077  # secrets are the owner's alone, whatever the umask
@@ -276,6 +308,7 @@ class VFS:
             if self.store.lookup(new_parent, new_name) is not None:
                 raise Exists()
             now = time.time_ns()
+            self._check_secrets_place(new_parent, new_name, is_dir=False)
             self._mark_if_secret(row, prow, new_name)
             self.store.add_entry(new_parent, new_name, ino)
             self.store.update(ino, nlink=row.nlink + 1, ctime_ns=now)
@@ -310,6 +343,7 @@ class VFS:
                     raise NotADir()
                 if self.store.has_entries(row.id):
                     raise NotEmpty()
+                self._guard_secrets_dir(row, "removing")
             elif stat.S_ISDIR(row.mode):
                 raise IsADir()
             now = time.time_ns()
@@ -340,9 +374,15 @@ class VFS:
             self._dir(old_parent)
             prow = self._dir(new_parent)
             src = self._entry(old_parent, old_name)
-            self._mark_if_secret(src, prow, new_name)
             dst_ino = self.store.lookup(new_parent, new_name)
             dst = self.store.get(dst_ino) if dst_ino is not None else None
+            if dst is None or dst.id != src.id:
+                self._guard_secrets_dir(src, "moving")
+                self._guard_secrets_dir(dst, "replacing")
+                self._check_secrets_place(new_parent, new_name, stat.S_ISDIR(src.mode))
+                if flags & RENAME_EXCHANGE and dst is not None:
+                    self._check_secrets_place(old_parent, old_name, stat.S_ISDIR(dst.mode))
+            self._mark_if_secret(src, prow, new_name)
             now = time.time_ns()
             if flags & RENAME_EXCHANGE:
                 if dst is None:
