@@ -672,7 +672,11 @@ def unlock(db: Database, creds: keys.Credentials) -> crypto.Envelope:
         for slot in slots:
             if slot.kind != kind:
                 continue
-            master = keys.open_slot(kind, slot.params, bytes(slot.wrapped), secret, store_id)
+            try:
+                master = keys.open_slot(kind, slot.params, bytes(slot.wrapped), secret, store_id)
+            except keys.DamagedSlot as e:  # edited or damaged: say so, and try the other slots
+                tpm_failures.append(f"{kind} slot {slot.id} is damaged: {e}")
+                continue
             if master is not None:
                 for failure in tpm_failures:  # opened anyway: say why the TPM did not do it
                     log.warning("%s; opened with the %s slot instead", failure, kind)
