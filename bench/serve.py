@@ -3,10 +3,10 @@ home of N files (default 10,000; the index model loads in the background), the r
 killed with SIGKILL (from the kill to the new runtime's first liveness ping, as the daemon's log stamps it;
 the first backoff step alone is 1 s by policy), and the memory (PSS) of the whole service at idle.
 
-    python -m bench.serve [--files 10000] [--runs 3] [--out bench/results]
+    python -m bench.serve [--files 10000] [--runs 3] [--runtime host|jail] [--out bench/results]
 
-The runtime runs with `--runtime host` (the jailed runtime's liveness ping needs the jail to pass the socket
-on: see docs/ARCHITECTURE.md, "clawfs serve").  Writes bench/results/serve.json (bench.machine.write_report).
+`--runtime jail` mounts with `allow_other,agent_uid=64010` and runs the runtime in the jail (root only); writes
+bench/results/serve.json, or serve_jail.json for the jail (bench.machine.write_report).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def alive_stamps(log: Path) -> list[float]:
     return stamps
 
 
-def one_run(store: Path, mnt: Path, pw: Path, root: Path, n: int, idle: float) -> dict[str, Any]:
+def one_run(store: Path, mnt: Path, pw: Path, root: Path, n: int, idle: float, runtime: str) -> dict[str, Any]:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     path = root / f"notify-{n}"
     sock.bind(str(path))
@@ -92,8 +92,9 @@ def one_run(store: Path, mnt: Path, pw: Path, root: Path, n: int, idle: float) -
     env = dict(os.environ, NOTIFY_SOCKET=str(path))
     t0 = time.perf_counter()
     with open(log, "w") as err:
-        proc = subprocess.Popen([CLAWFS, "serve", "--foreground", "--runtime", "host", str(store), str(mnt), "-o",
-                                 f"passphrase_file={pw}"], stdin=subprocess.DEVNULL, stderr=err, env=env)
+        opts = f"passphrase_file={pw}" + (",allow_other,agent_uid=64010" if runtime == "jail" else "")
+        proc = subprocess.Popen([CLAWFS, "serve", "--foreground", "--runtime", runtime, str(store), str(mnt), "-o",
+                                 opts], stdin=subprocess.DEVNULL, stderr=err, env=env)
     try:
         while b"READY=1" not in sock.recv(4096):
             pass
@@ -123,6 +124,7 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=10_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--idle", type=float, default=10.0, help="seconds after READY before memory is measured")
+    ap.add_argument("--runtime", choices=["host", "jail"], default="host")
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="clawfs-serve-bench-") as tmp:
@@ -141,18 +143,18 @@ def main() -> None:
             build = time.perf_counter() - t0
             sh("umount", str(mnt))
             print(f"bench: home of {args.files} files built in {build:.0f} s", file=sys.stderr)
-            runs = [one_run(store, mnt, pw, root, i, args.idle) for i in range(args.runs)]
+            runs = [one_run(store, mnt, pw, root, i, args.idle, args.runtime) for i in range(args.runs)]
         finally:
             llm.stop()
     def med(key: str) -> float:
         return round(statistics.median(r[key] for r in runs), 3)
 
-    report = {"bench": "serve", "files": args.files, "runtime": "host", "runs": runs,
+    report = {"bench": "serve", "files": args.files, "runtime": args.runtime, "runs": runs,
               "ready_seconds_median": med("ready_seconds"), "ready_target_seconds": 3.0,
               "restart_seconds_median": med("restart_seconds"), "restart_target_seconds": 1.0,
               "restart_backoff_seconds": 1.0, "idle_pss_mib_median": med("idle_pss_mib"),
               "machine": machine_info()}
-    write_report(Path(args.out), "serve", report)
+    write_report(Path(args.out), "serve" if args.runtime == "host" else "serve_jail", report)
 
 
 if __name__ == "__main__":

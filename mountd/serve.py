@@ -279,10 +279,8 @@ class Service:
             if self._stop.is_set():  # stopped while starting: no READY
                 return None
         if not self.supervisor.settled.is_set():
-            hint = (" - the jailed runtime cannot ping yet (the jail does not pass the liveness socket on); "
-                    "--runtime host runs it without the jail" if self.cfg.runtime == "jail" else "")
             raise UserError(f"the agent runtime sent no liveness ping within {self.cfg.start_timeout:g} s "
-                            f"(last error: {self.supervisor.status().last_error or 'none'}){hint}")
+                            f"(last error: {self.supervisor.status().last_error or 'none'})")
         st = self.supervisor.status()
         if st.state == FAILED:
             return f"the mount is up but the agent runtime is down: {st.last_error}"

@@ -169,7 +169,9 @@ class Supervisor:
             finally:
                 theirs.close()  # only the child holds its end now: its death ends the socket's writers
             self._child = child
-            self._set(state=RUNNING, pid=child.pid, uid=None, next_start=None)
+            # `running` only from its first ping on (with the pinger's pid and uid); until then the state stays
+            # what it was (stopped at the start, restarting after a failure) with the child's pid
+            self._set(pid=child.pid, uid=None, next_start=None)
             log.info("agent runtime started (pid %d)", child.pid)
             last_line: list[str] = []
             reader = None
@@ -208,7 +210,7 @@ class Supervisor:
                     last = self._clock()
                     sender = creds[0]
                     if not self.pinged.is_set():
-                        self._set(pid=creds[0], uid=creds[1])
+                        self._set(state=RUNNING, pid=creds[0], uid=creds[1])
                         self.pinged.set()
                         self.settled.set()
                         log.info("agent runtime is alive (pid %d, uid %d as the host sees them)", creds[0], creds[1])
@@ -250,13 +252,15 @@ def _recv_ping(sock: socket.socket) -> tuple[int, int] | None:
 
 
 def _drain(stream: Any, last: list[str]) -> None:
-    """The child's stderr into the daemon's log, keeping its last line for the status's last_error."""
+    """The child's stderr into the daemon's log, keeping its last line that is not an INFO or DEBUG log line
+    (what it said when it failed) for the status's last_error."""
     with stream:
         for raw in stream:
             line = raw.decode("utf-8", "replace").rstrip()
             if line:
                 log.info("runtime: %s", line)
-                last[:] = [line[-300:]]
+                if " INFO " not in line and " DEBUG " not in line:
+                    last[:] = [line[-300:]]
 
 
 def _exit_reason(code: int) -> str:
@@ -266,6 +270,9 @@ def _exit_reason(code: int) -> str:
         except ValueError:
             name = f"signal {-code}"
         return f"killed by {name}"
+    if 128 < code <= 128 + 64:  # the jail's pid 1 reports a command killed by signal N as 128 + N, as shells do
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(code - 128).name} (exit status {code})"
     return f"exited with status {code}"
 
 

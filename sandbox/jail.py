@@ -39,6 +39,7 @@ PROXY_PORT = 3128
 JAIL_UID = 64010  # default host uid/gid of a jail: no account, not 0, not nobody (65534)
 RUNTIME_PACKAGES = ("agent", "sandbox", "kernel")
 EXIT_SETUP_FAILED = 125
+LIVENESS_ENV = "CLAWFS_LIVENESS_FD"  # as mountd/supervisor.py and agent/liveness.py name it
 CA_BUNDLE = "/etc/clawfs-ca-bundle.pem"  # in the jail: the system's CAs and the store CA (JailConfig.ca_pem)
 log = logging.getLogger("clawfs.jail")
 
@@ -285,6 +286,19 @@ class Jail:
             self.root_dir = ""
 
 
+def _liveness_fds() -> list[int]:
+    """The liveness socket this process was given by `clawfs serve`'s supervisor, if any: a datagram socket
+    whose only use is pings to the daemon (it counts them, nothing more), so it may enter the jail."""
+    value = os.environ.get(LIVENESS_ENV, "")
+    if not value.isdigit():
+        return []
+    try:
+        os.fstat(int(value))
+    except OSError:
+        return []
+    return [int(value)]
+
+
 def start(cfg: JailConfig, argv: list[str], *, stdin: int | None = None, stdout: int | None = None,
           stderr: int | None = None) -> Jail:
     """Start argv in a new jail; returns once the jail's network is up (the proxy socket is handed over)."""
@@ -298,8 +312,11 @@ def start(cfg: JailConfig, argv: list[str], *, stdin: int | None = None, stdout:
     cg = cgroups.create(name, cgroups.Limits(cfg.memory, cfg.pids, cfg.cpu_weight)) if layers["cgroups"] else None
     cfg.cgroup_dirs = cg.dirs if cg else {}
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    liveness = _liveness_fds()
+    if liveness:  # the supervising daemon's ping socket (mountd/supervisor.py), on to the command in the jail
+        cfg.env.setdefault(LIVENESS_ENV, str(liveness[0]))
     proc = subprocess.Popen([sys.executable, "-I", "-m", "sandbox.jail", json.dumps(asdict(cfg)),
-                             str(theirs.fileno()), "--", *argv], pass_fds=[theirs.fileno()],
+                             str(theirs.fileno()), "--", *argv], pass_fds=[theirs.fileno(), *liveness],
                             stdin=stdin, stdout=stdout, stderr=stderr)
     theirs.close()
     jail = Jail(proc, None, cg, cfg.root_dir, t0)

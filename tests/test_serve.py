@@ -254,6 +254,34 @@ def test_serve_ready_chat_webhook_restart_and_clean_stop(served: Served) -> None
 
 
 @pytest.mark.fuse
+@pytest.mark.jail
+@pytest.mark.skipif(os.geteuid() != 0, reason="the jail is built by root")
+def test_the_jailed_runtime_pings_through_the_jail_and_is_restarted(served: Served) -> None:
+    """The default runtime: `clawfs agent run` in the jail as the mount's agent uid, its liveness socket passed
+    through the jail; pid and uid in the status are the host's."""
+    served.start("-o", "allow_other,agent_uid=64010")
+    served.wait_ready()
+    rt = served.status()["runtime"]
+    assert rt["state"] == "running" and rt["uid"] == 64010
+    with open(f"/proc/{rt['pid']}/status") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    assert fields["Uid"].split()[0] == "64010"
+    assert len(fields["NSpid"].split()) == 2  # the host's pid, and its own in the jail's pid namespace
+    msgid = served.send("hello from outside")
+    assert served.reply_to(msgid) == "You said: hello from outside"
+    os.kill(rt["pid"], signal.SIGKILL)
+    st = wait_for(served.status, timeout=TIMEOUT, what="the jailed runtime restarted",
+                  until=lambda s: s["runtime"]["restarts"] == 1 and s["runtime"]["state"] == "running")
+    assert st["runtime"]["last_error"] == "killed by SIGKILL (exit status 137)"
+    assert st["runtime"]["pid"] != rt["pid"] and st["runtime"]["uid"] == 64010
+    msgid2 = served.send("and again")
+    assert served.reply_to(msgid2) == "You said: and again"
+    assert served.stop() == 0, served.stderr()
+    assert not is_mounted(served.mnt) and process_gone(st["runtime"]["pid"])
+    served.store.assert_clean()
+
+
+@pytest.mark.fuse
 def test_background_serve_no_agent_and_umount_stops_it(served: Served) -> None:
     proc = clawfs(*served.args("--no-agent")[1:])
     assert proc.returncode == 0, proc.stderr
