@@ -57,6 +57,8 @@ class Credentials:
     tpm_pin: bytes | None = None
     ask_passphrase: Callable[[], bytes] | None = None
     ask_pin: Callable[[], bytes] | None = None
+    how_to_pass: str = "--passphrase-file, --keyfile or --recovery-key-file"
+    """How the command at hand takes a key (`clawfs mount` takes `-o passphrase_file=F`...): for messages."""
 
     def __repr__(self) -> str:
         return (
@@ -188,7 +190,7 @@ def no_slot_opened(creds: Credentials, kinds_present: set[str], tpm_failures: li
     tpm_note = "; ".join(tpm_failures or [])
     if not offered:
         lead = f"{tpm_note}; and no other key was given" if tpm_note else "no key given"
-        return WrongKey(f"{lead}: pass --passphrase-file, --keyfile or --recovery-key-file "
+        return WrongKey(f"{lead}: pass {creds.how_to_pass} "
                         f"(this store has {', '.join(sorted(kinds_present)) or 'no'} slots)")
     useless = [k for k in offered if k not in kinds_present]
     hint = f" (the store has no {', '.join(useless)} slot)" if useless else ""

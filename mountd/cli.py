@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 an error the message explains, 2 bad usage, 4 fsck foun
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -18,8 +19,8 @@ import click
 
 from clawfs import fsck as fsck_mod
 from clawfs import keys, tpm_slots
-from clawfs.errors import UserError
-from clawfs.store import DEFAULT_BLOCK_SIZE, Store, read_info
+from clawfs.errors import StoreBusy, UserError
+from clawfs.store import DEFAULT_BLOCK_SIZE, Store, StoreLock, read_info
 from kernel import tpm
 
 from . import (
@@ -86,6 +87,45 @@ def _tpm_spec(tcti: str | None, tpm_pcrs: str, tpm_pin: bool, pin_file: str | No
     return tpm_slots.TpmSpec(tpm_slots.parse_pcrs(tpm_pcrs), pin, tcti or tpm.default_tcti(), rollback)
 
 
+def _keyfile(path: str) -> bytes:
+    """A new slot's keyfile: read, or made with 32 random bytes when it does not exist (mkfs and key add)."""
+    if not os.path.lexists(path):
+        _check_can_create(path, "the keyfile")
+        _write_secret(path, os.urandom(32))
+        click.echo(f"clawfs: created keyfile {path}; keep a copy somewhere safe", err=True)
+    return credentials.read_keyfile(path)
+
+
+def _check_can_create(path: str, what: str | None = None) -> None:
+    """Say why `path` cannot be created before trying: its directory is missing, read-only or not ours."""
+    parent = os.path.dirname(os.path.abspath(path))
+    what = what or path
+    if not os.path.isdir(parent):
+        raise UserError(f"cannot create {what}: the directory {parent} does not exist (`mkdir -p {parent}`)")
+    if os.statvfs(parent).f_flag & os.ST_RDONLY:
+        raise UserError(f"cannot create {what}: {parent} is on a read-only filesystem")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"cannot create {what}: the directory {parent} is not writable (permission denied)")
+
+
+def _store_log_file(store: str) -> str:
+    """The daemon's log when `-o log_file` names none: one per store, beside the default log."""
+    base = os.path.basename(store) or "store"
+    digest = hashlib.sha256(os.path.realpath(store).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return os.path.join(os.path.dirname(logs.default_log_file()), f"{base}-{digest}.log")
+
+
+def _warn_if_unclean(store: str) -> None:
+    """A store whose last mount did not end cleanly, now that nothing holds it: say so on the terminal."""
+    if _in_use(store):
+        return  # the mount that follows says why
+    i = read_info(store)
+    if i.mounted_flag:
+        click.echo(f"clawfs: warning: {store} was not cleanly unmounted last time "
+                   f"({i.unclean_shutdowns + 1} unclean shutdowns so far); run `clawfs fsck {store}` to check it",
+                   err=True)
+
+
 # -- mkfs -------------------------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("store", type=click.Path())
@@ -113,15 +153,13 @@ def mkfs(store: str, passphrase_file: str | None, keyfile: str | None, recovery_
     With no key option, asks for a passphrase twice (on a terminal only)."""
     if tpm_rollback_protection and not use_tpm:
         raise UserError("--tpm-rollback-protection needs --tpm")
+    _check_can_create(store)
     spec = _tpm_spec(tpm_tcti, tpm_pcrs, tpm_pin, new_tpm_pin_file, tpm_rollback_protection) if use_tpm else None
     slots: list[tuple[str, bytes]] = []
     if passphrase_file:
         slots.append(("passphrase", credentials.read_passphrase_file(passphrase_file)))
     if keyfile:
-        if not os.path.exists(keyfile):
-            _write_secret(keyfile, os.urandom(32))
-            click.echo(f"clawfs: created keyfile {keyfile}; keep a copy somewhere safe", err=True)
-        slots.append(("keyfile", credentials.read_keyfile(keyfile)))
+        slots.append(("keyfile", _keyfile(keyfile)))
     recovery_text = None
     if recovery_key_file:
         if os.path.exists(recovery_key_file) and not force:
@@ -159,9 +197,18 @@ def mount(ctx: click.Context, store: str, mountpoint: str, opts: tuple[str, ...]
     mo = options.parse(list(opts))
     if not os.path.exists(store):
         raise UserError(f"{store}: no such store (create one with `clawfs mkfs {store}`)")
+    if not mo.readonly and os.path.isfile(store) and os.statvfs(store).f_flag & os.ST_RDONLY:
+        raise UserError(f"{store} is on a read-only filesystem: mount it read-only with `-o ro`")
+    if serve.recover_stale_mount(mountpoint):  # ENOTCONN: its daemon is gone, nothing is served there
+        click.echo(f"clawfs: {mountpoint} was a dead mount (its daemon had gone); it was lazily unmounted",
+                   err=True)
     daemon.check_mountpoint(mountpoint)
     creds = credentials.gather(mo.passphrase_file, mo.keyfile, mo.recovery_key_file, tpm_tcti=mo.tpm_tcti,
-                               tpm_pin_file=mo.tpm_pin_file, use_tpm=mo.use_tpm)
+                               tpm_pin_file=mo.tpm_pin_file, use_tpm=mo.use_tpm, how=credentials.MOUNT_KEY_OPTIONS)
+    if mo.log_file is None and not foreground:
+        mo.log_file = _store_log_file(store)
+    if not mo.readonly and os.path.isfile(store):
+        _warn_if_unclean(store)
     return daemon.mount(store, mountpoint, mo, creds, foreground=foreground, verbose=ctx.obj["verbose"])
 
 
@@ -226,7 +273,7 @@ def info(store: str, as_json: bool) -> int:
     lines = [
         f"store:          {i.path}", f"store id:       {i.store_id}", f"format version: {i.format_version}",
         f"block size:     {i.block_size}", f"created:        {created}",
-        f"state:          {'mounted or not cleanly unmounted' if i.mounted_flag else 'clean'}"
+        f"state:          {_state(store, i.mounted_flag)}"
         + (f" ({i.unclean_shutdowns} unclean shutdowns so far)" if i.unclean_shutdowns else ""),
         f"inodes:         {i.counts['inodes']}", f"entries:        {i.counts['entries']}",
         f"blocks:         {i.counts['blocks']} ({i.counts['stored_bytes']} bytes of ciphertext)",
@@ -234,7 +281,24 @@ def info(store: str, as_json: bool) -> int:
         "key slots:",
     ] + [f"  {s['id']}: {s['kind']} ({_slot_detail(s)})" for s in i.slots]
     click.echo("\n".join(lines))
+    if i.mounted_flag and not _in_use(store):
+        click.echo(f"clawfs: warning: {store} was not cleanly unmounted; run `clawfs fsck {store}` to check it",
+                   err=True)
     return 0
+
+
+def _in_use(store: str) -> bool:
+    try:
+        StoreLock(store).release()
+        return False
+    except (StoreBusy, OSError):  # held by another process, or a file we cannot open
+        return True
+
+
+def _state(store: str, mounted_flag: bool) -> str:
+    if not mounted_flag:
+        return "clean"
+    return "mounted (in use)" if _in_use(store) else "NOT cleanly unmounted (run `clawfs fsck`)"
 
 
 # -- key slots --------------------------------------------------------------------------------------------------
@@ -288,7 +352,8 @@ def key_add_tpm(store: str, creds: keys.Credentials, tpm_pcrs: str, tpm_pin: boo
 @click.argument("kind", type=click.Choice(keys.KINDS))
 @with_key_options
 @click.option("--new-passphrase-file", type=click.Path(), help="The new slot's passphrase.")
-@click.option("--new-keyfile", type=click.Path(), help="The new slot's keyfile.")
+@click.option("--new-keyfile", type=click.Path(),
+              help="The new slot's keyfile; created with 32 random bytes if it does not exist.")
 @click.option("--out", type=click.Path(), help="Where to write a new recovery key (else stdout).")
 @click.option("--kdf", type=click.Choice(["argon2id", "scrypt"]), default="argon2id", show_default=True)
 def key_add(store: str, kind: str, creds: keys.Credentials, new_passphrase_file: str | None,
@@ -297,11 +362,13 @@ def key_add(store: str, kind: str, creds: keys.Credentials, new_passphrase_file:
     recovery_text = None
     if kind == "passphrase":
         secret = (credentials.read_passphrase_file(new_passphrase_file) if new_passphrase_file
-                  else credentials.prompt_passphrase(confirm=True))
+                  else credentials.prompt_passphrase(confirm=True, how="--new-passphrase-file FILE (the new "
+                                                     "slot's passphrase)"))
     elif kind == "keyfile":
         if not new_keyfile:
-            raise UserError("adding a keyfile slot needs --new-keyfile FILE")
-        secret = credentials.read_keyfile(new_keyfile)
+            raise UserError("adding a keyfile slot needs --new-keyfile FILE (made with 32 random bytes if it "
+                            "does not exist)")
+        secret = _keyfile(new_keyfile)
     else:
         if out and os.path.exists(out):
             raise UserError(f"{out} exists; refusing to overwrite a recovery key")
@@ -373,7 +440,13 @@ def search(query: str | None, like: str | None, mountpoint: str | None, store: s
         _emit_json(result)
         return 0
     if result["truncated"]:
-        click.echo(f"clawfs: note: the query was cut to the model's {result['max_tokens']} tokens", err=True)
+        cut = (f"the model's {result['max_tokens']} tokens" if result["max_tokens"] is not None
+               else f"its first {searching.NAME_MAX} bytes (the longest name a mount passes; search the unmounted "
+                    "store with --store for the whole query)")
+        click.echo(f"clawfs: note: the query was cut to {cut}", err=True)
+    if result.get("pending"):
+        click.echo(f"clawfs: note: {result['pending']:,} files are still waiting to be indexed and may be missing "
+                   "below" + (f" (progress: `clawfs status {mountpoint}`)" if mountpoint else ""), err=True)
     shown = [(hit, _shown_path(hit["path"])) for hit in result["hits"]]
     if odd := sum(1 for hit, path in shown if path != hit["path"]):
         click.echo(f"clawfs: note: {odd} path(s) below are not valid UTF-8 and are shown in the shell's $'...' "

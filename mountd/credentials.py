@@ -9,42 +9,52 @@ import sys
 from clawfs import keys
 from clawfs.errors import UserError
 
+MAX_RECOVERY_FILE = 4096  # 64 hex digits with dashes, spaces and a newline, with room to spare
 
-def _read(path: str, what: str) -> bytes:
+
+def _read(path: str, what: str, limit: int) -> bytes:
+    """At most `limit` bytes of `path`: a larger file (or /dev/zero) is refused after reading `limit + 1`."""
     try:
         with open(path, "rb") as f:
-            return f.read()
+            data = f.read(limit + 1)
     except FileNotFoundError:
         raise UserError(f"{what} {path} does not exist") from None
     except IsADirectoryError:
         raise UserError(f"{what} {path} is a directory") from None
     except PermissionError:
         raise UserError(f"{what} {path} is not readable (permission denied)") from None
+    if len(data) > limit:
+        raise UserError(f"{what} {path} is larger than {limit} bytes; it should hold the key alone")
+    return data
 
 
-def read_passphrase_file(path: str) -> bytes:
-    data = _read(path, "passphrase file")
+def read_passphrase_file(path: str, what: str = "passphrase file") -> bytes:
+    data = _read(path, what, keys.MAX_SECRET_BYTES + 2)  # + its newline
     data = data[:-1] if data.endswith(b"\n") else data  # `echo pass > file` works as people expect
     data = data[:-1] if data.endswith(b"\r") else data
     if not data:
-        raise UserError(f"passphrase file {path} is empty")
+        raise UserError(f"{what} {path} is empty")
+    keys.check_secret("passphrase", data)
     return data
 
 
 def read_keyfile(path: str) -> bytes:
-    data = _read(path, "keyfile")
+    data = _read(path, "keyfile", keys.MAX_KEYFILE_BYTES)
     keys.check_secret("keyfile", data)
     return data
 
 
 def read_recovery_key(path: str) -> bytes:
-    return keys.parse_recovery_key(_read(path, "recovery key file").decode("ascii", "replace"))
+    return keys.parse_recovery_key(_read(path, "recovery key file", MAX_RECOVERY_FILE).decode("ascii", "replace"))
 
 
-def prompt_passphrase(*, confirm: bool) -> bytes:
+MOUNT_KEY_OPTIONS = "-o passphrase_file=F, -o keyfile=F or -o recovery_key_file=F"
+"""How `clawfs mount` takes a key (the other commands take --passphrase-file and the like)."""
+
+
+def prompt_passphrase(*, confirm: bool, how: str = keys.Credentials.how_to_pass) -> bytes:
     if not sys.stdin.isatty():
-        raise UserError("no key given and stdin is not a terminal: pass --passphrase-file, --keyfile or "
-                        "--recovery-key-file")
+        raise UserError(f"no key given and stdin is not a terminal: pass {how}")
     first = getpass.getpass("Passphrase: ").encode()
     if not first:
         raise UserError("the passphrase is empty")
@@ -54,7 +64,7 @@ def prompt_passphrase(*, confirm: bool) -> bytes:
 
 
 def read_pin_file(path: str) -> bytes:
-    data = read_passphrase_file(path)  # same rules: one trailing newline dropped, empty refused
+    data = read_passphrase_file(path, "TPM PIN file")  # same rules: one trailing newline dropped, empty refused
     return data
 
 
@@ -71,10 +81,12 @@ def prompt_pin(*, confirm: bool = False) -> bytes:
 
 def gather(passphrase_file: str | None = None, keyfile: str | None = None,
            recovery_key_file: str | None = None, *, tpm_tcti: str | None = None, tpm_pin_file: str | None = None,
-           use_tpm: bool = True, prompt: bool = True) -> keys.Credentials:
+           use_tpm: bool = True, prompt: bool = True, how: str | None = None) -> keys.Credentials:
     """Credentials from files; prompts (passphrase, TPM PIN) are deferred until unlocking needs them, and
-    offered only on a terminal."""
+    offered only on a terminal.  `how`: how the command takes a key, for messages (default: the options)."""
     creds = keys.Credentials(tpm=use_tpm, tpm_tcti=tpm_tcti)
+    if how is not None:
+        creds.how_to_pass = how
     if passphrase_file:
         creds.passphrases.append(read_passphrase_file(passphrase_file))
     if keyfile:

@@ -76,14 +76,25 @@ def _no_results(root: str, mountpoint: str, parts: tuple[str, str], err: OSError
     return UserError(f"the mount at {mountpoint} could not answer ({err.strerror}); its log says why")
 
 
+def _pending(root: str) -> int | None:
+    """Files a live mount has still to index (its `.clawfs/status`), None if it does not say."""
+    try:
+        with open(os.path.join(root, ".clawfs", "status"), encoding="utf-8") as f:
+            pending = json.load(f).get("pending")
+    except (OSError, ValueError):
+        return None
+    return pending if isinstance(pending, int) else None
+
+
 def via_mount(mountpoint: str, query: str, k: int, prefix: str | None) -> dict[str, Any]:
     name, cut = _query_name(query)
     if not name:
         raise UserError("the query is empty")
-    _, hits = _mounted_results(mountpoint, ("search", name), k, prefix)
+    root, hits = _mounted_results(mountpoint, ("search", name), k, prefix)
     for rank, hit in enumerate(hits, 1):
         hit["rank"] = rank
-    return {"query": query, "hits": hits, "truncated": cut, "max_tokens": None, "source": "mount"}
+    return {"query": query, "hits": hits, "truncated": cut, "max_tokens": None, "source": "mount",
+            "pending": _pending(root)}
 
 
 def similar_via_mount(mountpoint: str, path: str, k: int, prefix: str | None) -> dict[str, Any]:
@@ -91,10 +102,11 @@ def similar_via_mount(mountpoint: str, path: str, k: int, prefix: str | None) ->
     root = os.path.realpath(mountpoint)
     if os.path.isabs(path) and (path + "/").startswith(root + "/"):
         path = path[len(root):]
-    _, hits = _mounted_results(mountpoint, ("similar", path.strip("/")), k, prefix)
+    root, hits = _mounted_results(mountpoint, ("similar", path.strip("/")), k, prefix)
     for rank, hit in enumerate(hits, 1):
         hit["rank"] = rank
-    return {"similar": path, "hits": hits, "truncated": False, "max_tokens": None, "source": "mount"}
+    return {"similar": path, "hits": hits, "truncated": False, "max_tokens": None, "source": "mount",
+            "pending": _pending(root)}
 
 
 @contextlib.contextmanager
@@ -124,17 +136,21 @@ def _hit_dicts(hits: list[engine.Hit]) -> list[dict[str, Any]]:
 def via_store(store_path: str, creds: Credentials, query: str, k: int, prefix: str | None) -> dict[str, Any]:
     with _unmounted_index(store_path, creds) as (store, core):
         result = engine.search(store, core, query, k, _prefix_bytes(prefix))
+        pending = engine.status(store, core)["pending"]
     return {"query": query, "hits": _hit_dicts(result.hits), "truncated": result.truncated,
-            "query_tokens": result.query_tokens, "max_tokens": core.embedder.max_tokens, "source": "store"}
+            "query_tokens": result.query_tokens, "max_tokens": core.embedder.max_tokens, "source": "store",
+            "pending": pending}
 
 
 def similar_via_store(store_path: str, creds: Credentials, path: str, k: int, prefix: str | None) -> dict[str, Any]:
     with _unmounted_index(store_path, creds) as (store, core):
         row = engine.lookup_path(store, path.strip("/").encode("utf-8", "surrogateescape"))
         hits = engine.similar(store, core, row.id, k, _prefix_bytes(prefix)) if row is not None else None
+        pending = engine.status(store, core)["pending"]
     if hits is None:
         raise UserError(f"{path} is not an indexed file of {store_path}")
-    return {"similar": path, "hits": _hit_dicts(hits), "truncated": False, "max_tokens": None, "source": "store"}
+    return {"similar": path, "hits": _hit_dicts(hits), "truncated": False, "max_tokens": None, "source": "store",
+            "pending": pending}
 
 
 def reindex(store: Store, embedder: str | None, *, show_progress: bool) -> int:
