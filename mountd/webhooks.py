@@ -264,6 +264,7 @@ class Receiver:
         self._threads: list[threading.Thread] = []
         self.counts: dict[str, dict[str, int]] = {ch.name: {} for ch in channels}
         self._count_lock = threading.Lock()
+        self._flood_logged: dict[str, float] = {}
 
     def start(self) -> None:
         """Bind every address (an address in use fails here, before the service says READY)."""
@@ -313,7 +314,10 @@ class Receiver:
             return 503, {"Retry-After": "30"}, b"stopping\n"
         wait = self._limits[ch.name].allow()
         if wait is not None:
-            log.warning("webhooks: %s: rate limit reached, %s refused (429)", ch.name, peer)
+            now = time.monotonic()
+            if now - self._flood_logged.get(ch.name, float("-inf")) >= 10.0:  # a flood is one line per 10 s
+                self._flood_logged[ch.name] = now
+                log.warning("webhooks: %s: rate limit reached, %s refused (429)", ch.name, peer)
             return 429, {"Retry-After": str(max(1, int(wait + 0.999)))}, b"rate limit\n"
         if req.headers.get("Transfer-Encoding"):
             return 411, {}, b"send Content-Length (no chunked bodies)\n"
