@@ -137,6 +137,10 @@ class Database:
         except apsw.CantOpenError:
             if create:
                 raise StorageError(f"cannot open {path}") from None
+            if os.path.exists(path):  # e.g. its -wal/-shm were being made or removed by another process
+                why = "permission denied" if not os.access(path, os.R_OK) else \
+                    "another clawfs process may have been opening or closing it just then; try again"
+                raise NotAStore(f"cannot open {path}: {why}") from None
             raise NotAStore(f"cannot open {path}: no such store (create one with `clawfs mkfs {path}`)") from None
         except apsw.Error as e:
             if create:
