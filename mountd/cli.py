@@ -199,9 +199,7 @@ def mount(ctx: click.Context, store: str, mountpoint: str, opts: tuple[str, ...]
         raise UserError(f"{store}: no such store (create one with `clawfs mkfs {store}`)")
     if not mo.readonly and os.path.isfile(store) and os.statvfs(store).f_flag & os.ST_RDONLY:
         raise UserError(f"{store} is on a read-only filesystem: mount it read-only with `-o ro`")
-    if serve.recover_stale_mount(mountpoint):  # ENOTCONN: its daemon is gone, nothing is served there
-        click.echo(f"clawfs: {mountpoint} was a dead mount (its daemon had gone); it was lazily unmounted",
-                   err=True)
+    serve.recover_stale_mount(mountpoint)  # ENOTCONN: its daemon is gone; lazily unmounted, with a warning
     daemon.check_mountpoint(mountpoint)
     creds = credentials.gather(mo.passphrase_file, mo.keyfile, mo.recovery_key_file, tpm_tcti=mo.tpm_tcti,
                                tpm_pin_file=mo.tpm_pin_file, use_tpm=mo.use_tpm, how=credentials.MOUNT_KEY_OPTIONS)
