@@ -1,7 +1,8 @@
 """`make demo`: create an encrypted agent home from the embedded sample, mount it, look around, unmount.
 
 Runs the real commands a user would type and prints each one before its output, like a terminal session.
-Everything lives under ./demo (the store, its passphrase and recovery key, the mountpoint).
+Everything lives under ./demo (the store, its passphrase and recovery key, the mountpoint).  A store an earlier
+run left there is moved aside to ./demo.<time>, never replaced.
 """
 
 from __future__ import annotations
@@ -75,12 +76,30 @@ def chat_with_agent(mnt: Path, root: Path) -> None:
         server.wait(timeout=30)
 
 
+def clear_previous(root: Path) -> Path | None:
+    """Make room for a new demo at `root`.  A store an earlier run made (and told the user to mount again) is
+    never deleted: the whole folder is moved aside to `<root>.<time>` and that is said; returns where."""
+    mnt = root / "mnt"
+    if mnt.exists() and subprocess.run(["mountpoint", "-q", str(mnt)]).returncode == 0:
+        subprocess.run([CLAWFS, "umount", str(mnt)])
+    if not (root / "agent.claw").exists():
+        shutil.rmtree(root, ignore_errors=True)  # nothing of value: at most a half-made run
+        return None
+    aside = root.with_name(f"{root.name}.{time.strftime('%Y%m%d-%H%M%S')}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = root.with_name(f"{root.name}.{time.strftime('%Y%m%d-%H%M%S')}.{n}")
+    root.rename(aside)
+    print(f"# the previous demo store was moved aside, not replaced: {aside.name}/agent.claw (its passphrase "
+          f"and recovery key beside it); delete {aside.name}/ when you no longer need it", flush=True)
+    return aside
+
+
 def main() -> None:
     root = Path("demo").resolve()
     store, mnt, pw = root / "agent.claw", root / "mnt", root / "passphrase"
-    if mnt.exists() and subprocess.run(["mountpoint", "-q", str(mnt)]).returncode == 0:
-        subprocess.run([CLAWFS, "umount", str(mnt)])
-    shutil.rmtree(root, ignore_errors=True)
+    clear_previous(root)
     mnt.mkdir(parents=True)
     pw.write_text("demo passphrase, use a real one\n")
     pw.chmod(0o600)
