@@ -472,3 +472,143 @@ def test_help_for_every_command() -> None:
             assert proc.returncode == 0, f"{what} exited {proc.returncode}: {proc.stderr}"
             assert "Traceback" not in proc.stderr
             assert proc.stdout.startswith(f"Usage: clawfs {' '.join(path)}".rstrip()), f"{what}:\n{proc.stdout}"
+
+
+# -- messages that point the right way (issue 19) ---------------------------------------------------------------
+def test_mount_without_a_key_names_the_mount_options(store: StoreFixture, mnt: Path) -> None:
+    line = assert_user_error(clawfs("mount", str(store.path), str(mnt)))
+    assert "passphrase_file=" in line and "--passphrase-file" not in line, line
+    assert not is_mounted(mnt)
+
+
+def _daemon_pid(store: Path) -> int:
+    """The mount daemon holding `store` (the process with the store file open)."""
+    from faults import pids_holding
+
+    pids = [p for p in pids_holding(store) if p != os.getpid()]
+    assert len(pids) == 1, pids
+    return pids[0]
+
+
+@fuse
+def test_remount_over_a_dead_mount_clears_it(store: StoreFixture, mnt: Path) -> None:
+    """A daemon killed outright leaves a dead FUSE mount (ENOTCONN): mounting again clears it and says so, and
+    says at mount and in `info` that the store was not cleanly unmounted."""
+    store.mount(mnt)
+    with open(mnt / "kept", "w") as f:
+        f.write("acknowledged\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.kill(_daemon_pid(store.path), 9)
+    with pytest.raises(OSError):
+        os.stat(mnt / "kept")
+    assert is_mounted(mnt)
+    shown = clawfs("info", str(store.path))
+    assert "NOT cleanly unmounted" in shown.stdout and "fsck" in shown.stderr, shown
+    proc = clawfs("mount", str(store.path), str(mnt), "-o", f"passphrase_file={store.passfile},noindex")
+    assert proc.returncode == 0, proc.stderr
+    try:
+        assert "does not exist" not in proc.stderr
+        assert "stale mount" in proc.stderr and "unmounted" in proc.stderr, proc.stderr
+        assert "not cleanly unmounted" in proc.stderr and "clawfs fsck" in proc.stderr, proc.stderr
+        assert (mnt / "kept").read_text() == "acknowledged\n"
+    finally:
+        store.umount(mnt)
+    assert "clean" in clawfs("info", str(store.path)).stdout
+
+
+def test_damaged_key_slot_is_said_to_fail_authentication(store: StoreFixture) -> None:
+    """An edited KDF field cannot be told from a wrong passphrase, so the message says both; an out-of-bounds
+    or unreadable one is refused at once, without a traceback, as a damaged slot."""
+    def set_params(params: str) -> None:
+        with sqlite3.connect(store.path) as db:
+            db.execute("UPDATE key_slots SET params = ? WHERE kind = 'passphrase'", (params,))
+        db.close()
+
+    with sqlite3.connect(store.path) as db:
+        original = json.loads(db.execute("SELECT params FROM key_slots WHERE kind = 'passphrase'").fetchone()[0])
+    db.close()
+    set_params(json.dumps({**original, "iterations": original["iterations"] + 1}))
+    line = assert_user_error(clawfs("fsck", str(store.path), *store.key_args()))
+    assert "failed authentication" in line and "damaged" in line, line
+    for bad, said in (({**original, "memory_kib": 2**40}, "memory_kib"), ({**original, "lanes": "four"}, "lanes"),
+                      ({**original, "salt": "***"}, "salt")):
+        set_params(json.dumps(bad))
+        line = assert_user_error(clawfs("fsck", str(store.path), *store.key_args()))
+        assert "damaged" in line and said in line, line
+    set_params("{not json")
+    line = assert_user_error(clawfs("fsck", str(store.path), *store.key_args()))
+    assert "damaged" in line, line
+    set_params(json.dumps(original))
+    assert _opens(store.path, *store.key_args())
+
+
+@pytest.mark.parametrize("option", ["--passphrase-file", "--keyfile", "--recovery-key-file"])
+def test_endless_key_file_is_refused(store: StoreFixture, option: str) -> None:
+    """`--passphrase-file /dev/zero` reads a bounded prefix and says the file is too large."""
+    line = assert_user_error(clawfs("fsck", str(store.path), option, "/dev/zero"))
+    assert "larger than" in line, line
+
+
+def test_key_add_passphrase_names_new_passphrase_file(store: StoreFixture) -> None:
+    line = assert_user_error(clawfs("key", "add", str(store.path), "passphrase", *store.key_args()))
+    assert "--new-passphrase-file" in line, line
+    assert "--passphrase-file" not in line.replace("--new-passphrase-file", ""), line
+
+
+def test_key_add_new_keyfile_created_when_missing(store: StoreFixture) -> None:
+    """As `mkfs --keyfile` does: a missing keyfile is made with 32 random bytes, 0600."""
+    kf = store.tmp / "made-by-key-add.bin"
+    proc = clawfs("key", "add", str(store.path), "keyfile", *store.key_args(), "--new-keyfile", str(kf))
+    assert proc.returncode == 0, proc.stderr
+    assert "created keyfile" in proc.stderr
+    assert len(kf.read_bytes()) == 32 and stat.S_IMODE(kf.stat().st_mode) == 0o600
+    assert _opens(store.path, "--keyfile", str(kf))
+    line = assert_user_error(clawfs("key", "add", str(store.path), "keyfile", *store.key_args(),
+                                    "--new-keyfile", str(store.tmp / "no" / "dir" / "k")))
+    assert "does not exist" in line, line
+
+
+@fuse
+def test_search_says_cut_queries_and_pending_files(store: StoreFixture, mnt: Path) -> None:
+    """A 10 kB query through a mount is cut to a name's 255 bytes (said in bytes, not 'None tokens'); a search
+    says how many files still wait to be indexed."""
+    assert clawfs("reindex", str(store.path), *store.key_args(), "--embedder", "hashing-384").returncode == 0
+    store.mount(mnt, index=True)
+    try:
+        (mnt / "grant.md").write_text("the analytical engine grant is due in March\n")
+        deadline = time.monotonic() + 120
+        while json.loads((mnt / ".clawfs" / "status").read_text())["pending"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        proc = clawfs("search", "grant " * 1700, "--mount", str(mnt))
+        assert proc.returncode == 0, proc.stderr
+        assert "None" not in proc.stderr and "255 bytes" in proc.stderr, proc.stderr
+    finally:
+        store.umount(mnt)
+    store.mount(mnt)  # no indexer: what is written now waits in the queue
+    try:
+        for i in range(3):
+            (mnt / f"later-{i}.md").write_text(f"note {i} about the grant\n")
+    finally:
+        store.umount(mnt)
+    proc = clawfs("search", "grant", "--store", str(store.path), *store.key_args())
+    assert proc.returncode == 0, proc.stderr
+    assert "3 files are still waiting to be indexed" in proc.stderr, proc.stderr
+
+
+def test_make_demo_keeps_the_previous_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`make demo` run again moves the store it told the user to mount again aside, and says where."""
+    from mountd import demo
+
+    root = tmp_path / "demo"
+    root.mkdir()
+    (root / "agent.claw").write_bytes(b"the user's demo store")
+    (root / "passphrase").write_text("pw\n")
+    aside = demo.clear_previous(root)
+    assert aside is not None and not root.exists()
+    assert (aside / "agent.claw").read_bytes() == b"the user's demo store"
+    assert (aside / "passphrase").read_text() == "pw\n"
+    assert aside.name in capsys.readouterr().out
+    root.mkdir()
+    (root / "mnt").mkdir()
+    assert demo.clear_previous(root) is None and not root.exists()  # nothing of value: simply cleared
