@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -279,6 +280,59 @@ def test_the_jailed_runtime_pings_through_the_jail_and_is_restarted(served: Serv
     assert served.stop() == 0, served.stderr()
     assert not is_mounted(served.mnt) and process_gone(st["runtime"]["pid"])
     served.store.assert_clean()
+
+
+@pytest.mark.fuse
+def test_sigterm_mid_turn_lets_the_turn_finish_before_the_unmount(served: Served) -> None:
+    from llm_server import rules
+
+    in_turn = threading.Event()
+    release = threading.Event()
+
+    def slow(body: dict[str, Any]) -> Any:
+        in_turn.set()
+        release.wait(TIMEOUT)  # the model is still thinking when SIGTERM arrives
+        return rules(body)
+
+    served.llm.script = slow
+    served.start("--runtime", "host")
+    served.wait_ready()
+    msgid = served.send("answer me slowly")
+    assert in_turn.wait(TIMEOUT), served.stderr()
+    assert served.proc is not None
+    served.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: "STOPPING=1" in _drain(served), timeout=TIMEOUT, what="STOPPING=1")
+    assert served.post(b"too late")[0] == 503  # intake is closed while the turn finishes
+    assert is_mounted(served.mnt)  # the home stays while the runtime works in it
+    release.set()
+    assert served.stop() == 0, served.stderr()
+    assert not is_mounted(served.mnt)
+    served.store.assert_clean()
+    served.store.mount(served.mnt)
+    try:
+        outbox = served.mnt / "channels" / "local" / "outbox"
+        reply = maildir.find_reply(outbox, msgid)
+        assert reply is not None and "answer me slowly" in maildir.body_text(reply.read_bytes())
+        [cur] = list((served.mnt / "channels" / "local" / "inbox" / "cur").iterdir())
+        assert maildir.flags(cur.name) == "RS"
+        assert list((served.mnt / "channels" / "hook" / "inbox" / "new").iterdir()) == []
+    finally:
+        served.store.umount(served.mnt)
+
+
+def _drain(served: Served) -> str:
+    """What the daemon has told the manager since the last look (non-blocking)."""
+    assert served.sock is not None
+    served.sock.setblocking(False)
+    try:
+        while True:
+            served.messages.append(served.sock.recv(4096).decode())
+    except BlockingIOError:
+        pass
+    finally:
+        served.sock.setblocking(True)
+        served.sock.settimeout(TIMEOUT)
+    return "\n".join(served.messages)
 
 
 @pytest.mark.fuse
