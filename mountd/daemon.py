@@ -39,6 +39,9 @@ from .proxy_service import ProxyService
 log = logging.getLogger("clawfs.mountd")
 FSTYPE = "fuse.clawfs"
 READAHEAD_KIB = 1024  # cold streaming reads then arrive in 1 MiB requests instead of 128 KiB
+INDEXER_STOP_WAIT = 0.3
+"""Seconds an unmount waits for the indexer: the daemon must let go of the store within a second of `umount`
+(then `umount && clawfs fsck` works), whatever the indexer is doing."""
 
 
 def check_mountpoint(path: str) -> str:
@@ -126,8 +129,8 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, master: bytes,
     finally:
         if proxies is not None:
             proxies.close()
-        if indexer and started:
-            indexer.stop()
+        if indexer and started and not indexer.stop(timeout=INDEXER_STOP_WAIT):
+            log.info("unmounted while the indexer was busy (e.g. loading its model): its files stay queued")
         searches.close()
         if not opts.readonly:
             with contextlib.suppress(Exception):

@@ -61,10 +61,14 @@ class Indexer:
         self._notified = time.monotonic()
         self._wake.set()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float | None = None) -> bool:
+        """Ask the thread to stop and wait for it, at most `timeout` seconds; True once it has.  One still
+        busy (loading the model, embedding a file) is left to die with the process: it commits nothing
+        half-done, so what it had not finished stays queued for the next mount."""
         self._stopping = True
         self._wake.set()
-        self._thread.join()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def _run(self) -> None:
         # Background work: the FUSE loop must win the CPU while the model embeds (2 cores, torch uses both).
