@@ -114,13 +114,14 @@ class Served:
         return [CLAWFS, "serve", str(self.store.path), str(self.mnt), "-o",
                 f"passphrase_file={self.store.passfile},log_file={self.store.tmp / 'serve.log'}", *extra]
 
-    def start(self, *extra: str) -> None:
+    def start(self, *extra: str, env_extra: dict[str, str] | None = None) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         path = str(self.store.tmp / f"notify-{len(self.messages)}")
         self.sock.bind(path)
         self.sock.settimeout(TIMEOUT)
         env = {k: v for k, v in os.environ.items() if k != "CLAWFS_PASSPHRASE_FILE"}
         env["NOTIFY_SOCKET"] = path
+        env.update(env_extra or {})
         self.err = open(self.store.tmp / "serve.stderr", "a")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(self.args("--foreground", *extra), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=self.err, text=True, env=env)
@@ -304,6 +305,7 @@ def test_sigterm_mid_turn_lets_the_turn_finish_before_the_unmount(served: Served
     wait_for(lambda: "STOPPING=1" in _drain(served), timeout=TIMEOUT, what="STOPPING=1")
     assert served.post(b"too late")[0] == 503  # intake is closed while the turn finishes
     assert is_mounted(served.mnt)  # the home stays while the runtime works in it
+    served.proc.send_signal(signal.SIGTERM)  # a second one changes nothing
     release.set()
     assert served.stop() == 0, served.stderr()
     assert not is_mounted(served.mnt)
@@ -333,6 +335,42 @@ def _drain(served: Served) -> str:
         served.sock.setblocking(True)
         served.sock.settimeout(TIMEOUT)
     return "\n".join(served.messages)
+
+
+@pytest.mark.fuse
+def test_a_daemon_killed_mid_turn_leaves_the_message_to_the_next_serve(served: Served) -> None:
+    from llm_server import rules
+
+    in_turn = threading.Event()
+    stuck = threading.Event()
+
+    def first_stuck(body: dict[str, Any]) -> Any:
+        if not stuck.is_set():
+            stuck.set()
+            in_turn.set()
+            threading.Event().wait(TIMEOUT)  # this answer never reaches its runtime: the daemon is killed
+        return rules(body)
+
+    served.llm.script = first_stuck
+    served.start("--runtime", "host")
+    served.wait_ready()
+    msgid = served.send("are you still there")
+    assert in_turn.wait(TIMEOUT), served.stderr()
+    served.stop(signal.SIGKILL)
+    served.start("--runtime", "host")  # recovers the dead mount, and the runtime redelivers the claimed message
+    served.wait_ready()
+    assert served.reply_to(msgid) == "You said: are you still there"
+    assert "lazily unmounted" in served.stderr()
+    assert served.stop() == 0
+    served.store.assert_clean()
+
+
+@pytest.mark.fuse
+def test_watchdog_pings_at_half_the_interval(served: Served) -> None:
+    served.start("--no-agent", env_extra={"WATCHDOG_USEC": "1000000"})
+    served.wait_ready()
+    wait_for(lambda: "WATCHDOG=1" in _drain(served), timeout=TIMEOUT, what="WATCHDOG=1")
+    assert served.stop() == 0
 
 
 @pytest.mark.fuse
