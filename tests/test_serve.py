@@ -422,6 +422,19 @@ def test_the_store_locked_by_another_mount_is_refused(served: Served, tmp_path: 
 
 
 @pytest.mark.fuse
+def test_a_mountpoint_in_use_is_refused(served: Served, tmp_path: Path) -> None:
+    (tmp_path / "o").mkdir()
+    other = make_store(tmp_path / "o", "other.claw")
+    other.mount(served.mnt)
+    try:
+        proc = clawfs(*served.args("--no-agent")[1:])
+        assert proc.returncode == 1 and "already a mount point" in proc.stderr
+        assert (served.mnt / ".clawfs" / "status").exists()  # the live mount there is left alone
+    finally:
+        other.umount(served.mnt)
+
+
+@pytest.mark.fuse
 def test_a_webhook_address_in_use_fails_the_start(served: Served) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", served.port))
