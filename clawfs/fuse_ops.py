@@ -17,6 +17,7 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
+from . import fuse_hook
 from .errors import FsError
 from .router import Router
 from .vfs import Attr, Ctx
@@ -168,6 +169,16 @@ class ClawOperations(pyfuse3.Operations):
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         return self.fs.write(fh, off, buf)
 
+    def fallocate(self, fh: int, mode: int, offset: int, length: int) -> int:
+        """Called by clawfs/fuse_hook.py (pyfuse3 has no fallocate): synchronous, 0 or an errno."""
+        try:
+            self.fs.fallocate(fh, mode, offset, length)
+            return 0
+        except FsError as e:
+            if e.errno == errno.EIO:
+                log.error("fallocate: %s", e)
+            return e.errno
+
     @_errors_to_errno
     async def flush(self, fh: int) -> None:
         self.fs.flush(fh)
@@ -239,6 +250,7 @@ def fuse_options(fsname: str, extra: list[str]) -> set[str]:
 
 def mount(ops: ClawOperations, mountpoint: str, options: set[str]) -> None:
     pyfuse3.init(ops, mountpoint, options)
+    fuse_hook.install_fallocate(pyfuse3.__file__ or "", ops.fallocate)
 
 
 def loop_caller() -> Callable[[Callable[[], T]], T]:

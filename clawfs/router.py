@@ -280,6 +280,16 @@ class Router:
                 self.gate.change(self.gate.access.agent_uid, 0, "write", handle.ino)
         return self.vfs.write(fh, offset, data)
 
+    def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
+        """As `write`: refused on `.clawfs`, checked against what the inode is now for the agent."""
+        if self._ctl_handle(fh) is not None:
+            raise ReadOnly(".clawfs is read-only")
+        if self.gate is not None and fh in self._agent_handles:
+            handle = self.vfs.inodes.handle(fh)
+            if handle is not None:
+                self.gate.change(self.gate.access.agent_uid, 0, "fallocate", handle.ino)
+        self.vfs.fallocate(fh, mode, offset, length)
+
     def flush(self, fh: int) -> None:
         ctl = self._ctl_handle(fh)
         return ctl.flush(fh) if ctl else self.vfs.flush(fh)

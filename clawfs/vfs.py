@@ -50,6 +50,8 @@ XATTR_SIZE_MAX = 65536
 SMALL_CHANGE = 16384  # what creating an inode or entry may add to the store, for the free-space check
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
+FALLOC_FL_KEEP_SIZE = 1
+FALLOC_FL_PUNCH_HOLE = 2
 
 
 @dataclass(frozen=True)
@@ -494,6 +496,50 @@ class VFS:
             now = time.time_ns()
             self.store.update(row.id, size=new_size, nblocks=row.nblocks + added, mtime_ns=now, ctime_ns=now)
         return len(data)
+
+    def fallocate(self, fh: int, mode: int, offset: int, length: int) -> None:
+        """fallocate(2), the modes Linux FUSE passes on.  0: the size grows to offset + length if it was smaller
+        (a hole: it reads as zeros and stores nothing); KEEP_SIZE: the size stays.  Both check there is room for
+        `length` bytes, as a reservation would, but reserve nothing: the store allocates on write.
+        PUNCH_HOLE (with KEEP_SIZE, as Linux requires): the range reads as zeros, the size stays; stored blocks
+        from the range's first whole block to the end of the file are dropped, other bytes overwritten."""
+        self._writable()
+        if offset < 0 or length <= 0:
+            raise Invalid("fallocate needs offset >= 0 and length > 0")
+        if mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE) or mode == FALLOC_FL_PUNCH_HOLE:
+            raise NotSupported(f"fallocate mode {mode:#x} is not supported")
+        ino = self._handle_ino(fh)
+        if mode & FALLOC_FL_PUNCH_HOLE:
+            self._punch(ino, offset, offset + length)
+            return
+        self.store.ensure_space(length)
+        if not mode & FALLOC_FL_KEEP_SIZE and offset + length > self.store.get(ino).size:
+            self.setattr(ino, size=offset + length)
+
+    def _punch(self, ino: int, start: int, end: int) -> None:
+        with self.store.transaction():
+            row = self.store.get(ino)
+            if stat.S_ISDIR(row.mode):
+                raise IsADir()
+            end = min(end, row.size)
+            if start >= end:
+                return
+            bs = self.store.block_size
+            nblocks = row.nblocks
+            if end == row.size:  # to the end of the file: its blocks go, the size stays (a hole at the end)
+                nblocks += self.store.truncate(row, start)
+                row.nblocks = nblocks
+                end = start  # truncate trimmed the partly punched block as well: nothing left to zero
+            pos = start
+            while pos < end:  # inside the file: overwritten with zeros, block by block
+                step = min(end, (pos // bs + 1) * bs) - pos
+                _, added = self.store.write(row, pos, bytes(step))
+                nblocks += added
+                row.nblocks = nblocks
+                pos += step
+            now = time.time_ns()
+            self.store.update(ino, nblocks=nblocks, mtime_ns=now, ctime_ns=now)
+            self._changed(ino)
 
     def flush(self, fh: int) -> None:
         self._handle_ino(fh)
