@@ -20,7 +20,7 @@ import click
 from clawfs import fsck as fsck_mod
 from clawfs import keys, tpm_slots
 from clawfs.errors import StoreBusy, UserError
-from clawfs.store import DEFAULT_BLOCK_SIZE, Store, StoreLock, read_info
+from clawfs.store import DEFAULT_BLOCK_SIZE, Store, StoreInfo, StoreLock, read_info
 from kernel import tpm
 
 from . import (
@@ -115,11 +115,19 @@ def _store_log_file(store: str) -> str:
     return os.path.join(os.path.dirname(logs.default_log_file()), f"{base}-{digest}.log")
 
 
+def _info(store: str) -> StoreInfo:
+    """What the store tells without a key; a key slot whose parameters are not JSON is said to be damaged."""
+    try:
+        return read_info(store)
+    except ValueError as e:
+        raise UserError(f"{store}: a key slot is damaged (its parameters are unreadable: {e})") from None
+
+
 def _warn_if_unclean(store: str) -> None:
     """A store whose last mount did not end cleanly, now that nothing holds it: say so on the terminal."""
     if _in_use(store):
         return  # the mount that follows says why
-    i = read_info(store)
+    i = _info(store)
     if i.mounted_flag:
         click.echo(f"clawfs: warning: {store} was not cleanly unmounted last time "
                    f"({i.unclean_shutdowns + 1} unclean shutdowns so far); run `clawfs fsck {store}` to check it",
@@ -263,7 +271,7 @@ def _run_fsck(st: Store, *, show_progress: bool) -> fsck_mod.Report:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def info(store: str, as_json: bool) -> int:
     """What STORE tells without a key: format, block size, key slots, counts."""
-    i = read_info(store)
+    i = _info(store)
     if as_json:
         _emit_json(i.__dict__)
         return 0
@@ -310,7 +318,7 @@ def key() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def key_list(store: str, as_json: bool) -> int:
     """List the key slots of STORE (needs no key)."""
-    slots = read_info(store).slots
+    slots = _info(store).slots
     if as_json:
         _emit_json(slots)
     else:

@@ -537,8 +537,10 @@ def test_damaged_key_slot_is_said_to_fail_authentication(store: StoreFixture) ->
         line = assert_user_error(clawfs("fsck", str(store.path), *store.key_args()))
         assert "damaged" in line and said in line, line
     set_params("{not json")
-    line = assert_user_error(clawfs("fsck", str(store.path), *store.key_args()))
-    assert "damaged" in line, line
+    for args in (["fsck", str(store.path), *store.key_args()], ["info", str(store.path)],
+                 ["key", "list", str(store.path)]):
+        line = assert_user_error(clawfs(*args))
+        assert "damaged" in line, line
     set_params(json.dumps(original))
     assert _opens(store.path, *store.key_args())
 
