@@ -6,7 +6,8 @@ hand-written cryptography, only the framing around it.
 Subkeys
     subkey(label) = HKDF-SHA256(ikm=master_key, salt=store_id, info=b"clawfs/v1/" + label)
     labels: content (32 B), names (64 B, AES-SIV takes two keys), meta (32 B), xnames (64 B),
-    header (32 B), index (32 B), tokens (32 B).  One label per use, so no key ever serves two purposes.
+    header (32 B), index (32 B), tokens (32 B), inode-mac, entry-mac, block-set, root-set, root-mac (32 B
+    each).  One label per use, so no key ever serves two purposes.
 
 Content block (one per `block_size` bytes of plaintext; holes have no block at all)
     +-----------+--------------------------------------+
@@ -31,6 +32,15 @@ Index (clawfs/index): vector = nonce || AES-256-GCM(float32 bytes), AAD = b"CFSE
     subkey("index"); digest = HMAC-SHA256(subkey("digest"), chunk text) (equal texts share a vector without the
     text being stored); HNSW snapshot = nonce || AES-256-GCM(image), AAD = b"CFSH" || store_id, key
     subkey("index"); blind tokens = HMAC(subkey("tokens"), word), see clawfs/index/tokens.py.
+
+Metadata MACs (schema v5; what chains to what: clawfs/integrity.py and docs/ARCHITECTURE.md)
+    inode row   HMAC(inode-mac, b"CFSI" || store_id || the row's columns, packed by clawfs/integrity.py)
+    entry row   HMAC(entry-mac, b"CFSD" || store_id || parent || child inode || child generation || sealed name)
+    block term  HMAC(block-set, b"CFST" || store_id || inode || generation || index || GCM tag), as an integer
+    root term   HMAC(root-set, b"CFSR" || store_id || kind (b"I" or b"E") || row MAC), as an integer
+    root        HMAC(root-mac, b"CFSM" || store_id || rollback counter value (u64) || sum of root terms (32 B))
+    A "term" is a PRF output that is summed (mod 2^256) and never stored, so a sum cannot be rebuilt from the
+    stored MACs without the key.
 
 Key slot (the master key is stored only like this)
     wrapped = nonce(12) || AES-256-GCM_KEK(master_key) || tag, AAD = b"CFSK" || store_id || kind
@@ -143,6 +153,11 @@ class Envelope:
     _index: AESGCM = field(init=False)
     _digest: bytes = field(init=False)
     token_key: bytes = field(init=False)
+    _inode_mac: bytes = field(init=False)
+    _entry_mac: bytes = field(init=False)
+    _block_set: bytes = field(init=False)
+    _root_set: bytes = field(init=False)
+    _root_mac: bytes = field(init=False)
 
     def __post_init__(self) -> None:
         def sub(label: str, n: int = 32) -> bytes:
@@ -156,6 +171,11 @@ class Envelope:
         self._index = AESGCM(sub("index"))
         self._digest = sub("digest")
         self.token_key = sub("tokens")
+        self._inode_mac = sub("inode-mac")
+        self._entry_mac = sub("entry-mac")
+        self._block_set = sub("block-set")
+        self._root_set = sub("root-set")
+        self._root_mac = sub("root-mac")
 
     def __repr__(self) -> str:
         return "Envelope(<keys hidden>)"
@@ -231,6 +251,29 @@ class Envelope:
     def open_xattr_value(self, ino: int, gen: int, xname: bytes, blob: bytes) -> bytes:
         aad = _INODE_AAD.pack(b"CFSV", self.store_id, ino, gen) + xname
         return gcm_open(self._meta, blob, aad, f"inode {ino} xattr value")
+
+    # -- metadata MACs (schema v5) ------------------------------------------------------------------------
+    def _hmac(self, key: bytes, data: bytes) -> bytes:
+        h = crypto_hmac.HMAC(key, hashes.SHA256())
+        h.update(data)
+        return h.finalize()
+
+    def inode_mac(self, packed: bytes) -> bytes:
+        return self._hmac(self._inode_mac, b"CFSI" + self.store_id + packed)
+
+    def entry_mac(self, parent: int, name_blob: bytes, ino: int, gen: int) -> bytes:
+        return self._hmac(self._entry_mac, _INODE_AAD.pack(b"CFSD", self.store_id, parent, ino)
+                          + _U64.pack(gen) + name_blob)
+
+    def block_term(self, ino: int, gen: int, idx: int, tag: bytes) -> int:
+        return int.from_bytes(self._hmac(self._block_set, _BLOCK_AAD.pack(b"CFST", self.store_id, ino, gen, idx)
+                                         + tag), "big")
+
+    def root_term(self, kind: bytes, mac: bytes) -> int:
+        return int.from_bytes(self._hmac(self._root_set, b"CFSR" + self.store_id + kind + mac), "big")
+
+    def root_mac(self, counter: int, total: bytes) -> bytes:
+        return self._hmac(self._root_mac, b"CFSM" + self.store_id + _U64.pack(counter) + total)
 
     # -- header ---------------------------------------------------------------------------------------------
     def header_mac(self, fields: bytes) -> bytes:

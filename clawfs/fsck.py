@@ -1,6 +1,10 @@
 """fsck: prove that every byte of a store authenticates and that its tree is whole.
 
 Checks, each problem named with its inode (and block or entry):
+  - every inode row authenticates (its MAC covers all its metadata), every entry is bound to the inode it
+    names, every file's stored blocks are the set its row records, and the rows add up to the store root
+    (schema v5, clawfs/integrity.py; a root that does not add up names no inode: a sum cannot say which row
+    was replaced);
   - every block decrypts under its (store, inode, generation, index) AAD, lies within the file size, is no
     longer than the file allows, and the inode's block count matches;
   - every entry name decrypts under its parent, points at an existing inode, lives in a directory;
@@ -63,7 +67,15 @@ def check(store: Store, progress: Callable[[int], None] | None = None) -> Report
     if root is None or not stat.S_ISDIR(root.mode):
         report.add("root", "the root directory is missing or not a directory", ROOT)
 
-    for entry_id, parent, ino, authentic in store.all_entries():
+    for ino, row in inodes.items():
+        if not store.inode_authentic(row):
+            report.add("inode", f"inode {ino}: its metadata fails authentication (a column edited, e.g. mode, "
+                                "owner, size, link count or flags)", ino)
+    if not store.root_authentic():
+        report.add("root", "the store's inodes and entries do not add up to its root: rows were replaced by older "
+                           "copies or removed (a partial rollback), or the root was edited")
+
+    for entry_id, parent, ino, authentic, bound in store.all_entries():
         prow = inodes.get(parent)
         if prow is None or not stat.S_ISDIR(prow.mode):
             report.add("entry", f"entry {entry_id} lives in inode {parent}, which is not a directory", parent)
@@ -71,6 +83,9 @@ def check(store: Store, progress: Callable[[int], None] | None = None) -> Report
         if not authentic:
             report.add("name", f"directory {parent}: entry {entry_id} has a name that fails authentication "
                                "(modified or moved)", parent)
+        if not bound:
+            report.add("entry", f"directory {parent}: entry {entry_id} is not bound to inode {ino} (re-pointed, "
+                                "replayed or modified)", parent)
         child = inodes.get(ino)
         if child is None:
             report.add("entry", f"directory {parent}: entry {entry_id} points to missing inode {ino}", parent)
@@ -142,6 +157,9 @@ def _check_contents(report: Report, store: Store, inodes: dict,  # type: ignore[
                 continue
             if idx * bs >= max(row.size, 1) or len(plain) > min(bs, row.size - idx * bs):
                 report.add("block", f"inode {ino} block {idx} lies beyond the file size {row.size}", ino, idx)
+        if not store.block_set_authentic(row):
+            report.add("blockset", f"inode {ino}: its blocks are not the set it records (a block replayed, added "
+                                   "or removed)", ino)
         if n != row.nblocks:
             report.add("blocks", f"inode {ino} records {row.nblocks} blocks but has {n}", ino)
         if stat.S_ISLNK(row.mode):

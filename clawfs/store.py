@@ -13,6 +13,7 @@ are absent, read as zeros.  Truncation trims the last block so that stale bytes 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
@@ -28,7 +29,7 @@ from typing import Any
 
 from kernel import tpm
 
-from . import FORMAT_VERSION, crypto, keys, tpm_slots
+from . import FORMAT_VERSION, crypto, integrity, keys, tpm_slots
 from .db import Database, DiskFull, DiskIOError, InodeRow, Locked, SlotRow, StorageError
 from .db.database import read_only_media
 from .db.schema import LATEST
@@ -52,6 +53,8 @@ ROOT = 1
 DEFAULT_BLOCK_SIZE = 64 * 1024
 MIN_BLOCK_SIZE, MAX_BLOCK_SIZE = 4096, 1024 * 1024
 BLOCK_CACHE_ENTRIES = 128
+BLOCK_MAP_ENTRIES = 64
+"""Files whose verified block set (index -> GCM tag) is kept: a read checks its blocks against it."""
 FLUSH_INTERVAL = 0.05
 SPACE_RESERVE = 24 * 1024 * 1024
 """Free space kept back on the store's filesystem: writes that would eat into it get ENOSPC, so that deletes,
@@ -153,6 +156,9 @@ class Store:
         self.readonly = readonly
         self.block_size = int(db.meta_get("block_size"))
         self._cache: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        # ino -> (the block sum it was verified against, index -> tag); see _block_map
+        self._maps: OrderedDict[int, tuple[bytes, dict[int, bytes]]] = OrderedDict()
+        self._root = integrity.Root(db, env)
         self.was_unclean = False
 
     # -- lifecycle ------------------------------------------------------------------------------------------
@@ -212,7 +218,7 @@ class Store:
                 if readonly:
                     raise UserError(f"{path} has an older format that must be upgraded first: open it once "
                                     "read-write (on writable media)")
-                db.migrate()
+                db.migrate(lambda d, _version: integrity.upgrade(d, env))
             return cls(db, env, lock=the_lock, readonly=readonly)
         except BaseException:
             db.disconnect()
@@ -235,9 +241,15 @@ class Store:
             self.lock.release()
 
     def check_rollback(self, tcti: str, *, accept_rollback: bool, advance: bool) -> None:
-        """With rollback protection armed: refuse an older copy of the store, then (read-write mounts) record
-        the next counter value durably and only then advance the TPM counter."""
+        """Every mount's check: the rows must add up to the store root (a part of the store replaced by an older
+        copy refuses the mount).  With rollback protection armed: refuse an older copy of the whole store,
+        then (read-write mounts) record the next counter value durably and only then advance the TPM counter."""
         record = tpm_slots.rollback_record(self._db.meta_all(), self._env)
+        total = self._root.compute()
+        if self._root.stored() != total:
+            raise UserError(f"{self.path}: the store's inodes and entries do not add up to its root: part of the "
+                            "store was replaced by an older copy or edited; run `clawfs fsck` and restore the store "
+                            "from a backup")
         if record is None:
             return
         index = record[0]
@@ -249,6 +261,7 @@ class Store:
         with self.transaction():
             for key, value in tpm_slots.new_record(self._env, index, current + 1).items():
                 self._db.meta_set(key, value)
+            self._root.reseal(total)  # R's MAC covers the counter value
         self._db.durable_commit()
         tpm_slots.advance(index, tcti)
 
@@ -335,6 +348,10 @@ class Store:
             slot_id = self._db.slot_add(tpm_slots.KIND, params, wrapped)
             for key, value in rollback.items():
                 self._db.meta_set(key, value)
+            if rollback:
+                if not self._root.authentic():
+                    raise IntegrityError("the store's rows do not add up to its root; run `clawfs fsck` first")
+                self._root.reseal()
         return slot_id
 
     def remove_key_slot(self, slot_id: int) -> bool:
@@ -342,42 +359,73 @@ class Store:
             return self._db.slot_remove(slot_id)
 
     # -- inodes ---------------------------------------------------------------------------------------------
+    # Every row read is checked against its MAC; every change writes the whole row with a new MAC and moves the
+    # store root by the difference (clawfs/integrity.py).
     def find(self, ino: int) -> InodeRow | None:
-        """The inode `ino`, or None when there is none."""
-        return self._db.inode_get(ino)
+        """The inode `ino` (authenticated), or None when there is none."""
+        row = self._db.inode_get(ino)
+        return None if row is None else integrity.check_inode(self._env, row)
 
     def get(self, ino: int) -> InodeRow:
-        row = self._db.inode_get(ino)
+        row = self.find(ino)
         if row is None:
             raise NotFound(f"inode {ino}")
         return row
+
+    def _put_inode(self, old: InodeRow | None, new: InodeRow) -> None:
+        new.mac = integrity.inode_mac(self._env, new)
+        if not new.mac:
+            raise FsError(f"inode {new.id}: a field is out of range", err=errno.EINVAL)
+        # Only over the row `old` was read as: writing over a row changed since (a stale row object) would take
+        # the wrong term out of the root and leave the store unmountable.
+        if not self._db.inode_write(new, expect_mac=old.mac if old else b""):
+            raise IntegrityError(f"inode {new.id} changed under this change (stale row, or edited meanwhile)")
+        self._root.change(add=[(integrity.INODE, new.mac)], remove=[(integrity.INODE, old.mac)] if old else [])
 
     def new_inode(self, mode: int, uid: int, gid: int, *, rdev: int = 0, parent: int | None = None,
                   target: bytes | None = None, flags: int = 0) -> InodeRow:
         now = _now()
         nlink = 2 if stat.S_ISDIR(mode) else 1
         gen = int.from_bytes(crypto.random_bytes(7), "big")
-        row = InodeRow(0, gen, mode, uid, gid, nlink, 0, rdev, now, now, now, 0, parent, None, flags)
-        row.id = self._db.inode_insert(row)
+        row = InodeRow(0, gen, mode, uid, gid, nlink, 0, rdev, now, now, now, 0, parent, None, flags,
+                       integrity.ZERO, b"")
+        row.id = self._db.inode_insert(row)  # the id (part of the MAC and of the target's AAD) comes first
         if target is not None:
             row.target = self._env.seal_target(row.id, gen, target)
             row.size = len(target)
-            self._db.inode_update(row.id, target=row.target, size=row.size)
+        self._put_inode(None, row)
         return row
 
     def update(self, ino: int, **fields: Any) -> None:
-        self._db.inode_update(ino, **fields)
+        old = self.get(ino)
+        self._put_inode(old, dataclasses.replace(old, **fields))
 
     def adjust(self, ino: int, column: str, delta: int) -> None:
-        self._db.inode_add(ino, column, delta)
+        old = self.get(ino)
+        self._put_inode(old, dataclasses.replace(old, **{column: getattr(old, column) + delta}))
 
     def purge(self, ino: int) -> None:
-        """Delete an inode with its blocks and xattrs (it has no entries, lookups or open handles left)."""
+        """Delete an inode with its blocks and xattrs (it has no entries, lookups or open handles left).  Only an
+        authentic row with no links is purged: an edited link count never deletes a file's data."""
+        row = self.get(ino)
+        if row.nlink != 0:
+            raise IntegrityError(f"inode {ino}: asked to purge an inode that still has {row.nlink} links")
         self._drop_cached(ino)
-        self._db.inode_delete(ino)
+        self._maps.pop(ino, None)
+        mac = self._db.inode_delete(ino)
+        self._root.change(remove=[(integrity.INODE, mac)])
 
     def orphans(self) -> list[int]:
-        return self._db.inodes_orphaned()
+        """Inodes with no links left (unlinked while open when the last mount ended), authentic rows only."""
+        out = []
+        for ino in self._db.inodes_orphaned():
+            try:
+                self.get(ino)
+            except IntegrityError as e:
+                log.error("integrity: %s; not purged (run `clawfs fsck`)", e)
+                continue
+            out.append(ino)
+        return out
 
     def readlink(self, row: InodeRow) -> bytes:
         if row.target is None:
@@ -385,17 +433,40 @@ class Store:
         return self._env.open_target(row.id, row.generation, row.target)
 
     # -- directory entries ----------------------------------------------------------------------------------
+    # An entry's MAC binds (parent, sealed name) to its child's number and generation: an entry re-pointed at
+    # another inode, or left behind by a deleted one, fails it.
+    def _bound(self, parent: int, blob: bytes, ino: int, mac: bytes | None, gen: int | None) -> None:
+        if not integrity.entry_authentic(self._env, parent, blob, ino, gen, mac):
+            raise IntegrityError(f"directory {parent}: an entry is not bound to inode {ino} (re-pointed, "
+                                 "replayed or modified)")
+
     def lookup(self, parent: int, name: bytes) -> int | None:
-        return self._db.dentry_lookup(parent, self._env.seal_name(parent, name))
+        blob = self._env.seal_name(parent, name)
+        found = self._db.dentry_lookup(parent, blob)
+        if found is None:
+            return None
+        ino, mac, gen = found
+        self._bound(parent, blob, ino, mac, gen)
+        return ino
+
+    def _entry_mac(self, parent: int, blob: bytes, ino: int) -> bytes:
+        return integrity.entry_mac(self._env, parent, blob, ino, self._db.inode_generation(ino))
 
     def add_entry(self, parent: int, name: bytes, ino: int) -> None:
-        self._db.dentry_insert(parent, self._env.seal_name(parent, name), ino)
+        blob = self._env.seal_name(parent, name)
+        mac = self._entry_mac(parent, blob, ino)
+        self._db.dentry_insert(parent, blob, ino, mac)
+        self._root.change(add=[(integrity.ENTRY, mac)])
 
     def remove_entry(self, parent: int, name: bytes) -> None:
-        self._db.dentry_delete(parent, self._env.seal_name(parent, name))
+        old = self._db.dentry_delete(parent, self._env.seal_name(parent, name))
+        self._root.change(remove=[(integrity.ENTRY, old)])
 
     def set_entry(self, parent: int, name: bytes, ino: int) -> None:
-        self._db.dentry_set_ino(parent, self._env.seal_name(parent, name), ino)
+        blob = self._env.seal_name(parent, name)
+        mac = self._entry_mac(parent, blob, ino)
+        old = self._db.dentry_set_ino(parent, blob, ino, mac)
+        self._root.change(add=[(integrity.ENTRY, mac)], remove=[(integrity.ENTRY, old)])
 
     def path_of(self, ino: int) -> bytes | None:
         """A path (relative to the root, no leading slash) of `ino`, or None if it has no entry any more."""
@@ -404,7 +475,8 @@ class Store:
             found = self._db.dentry_of(ino)
             if found is None or len(parts) > 4096:
                 return None
-            parent, blob = found
+            parent, blob, mac, gen = found
+            self._bound(parent, blob, ino, mac, gen)
             parts.append(self._env.open_name(parent, blob))
             ino = parent
         return b"/".join(reversed(parts))
@@ -413,7 +485,10 @@ class Store:
         """Every path of `ino`, one per link (a file's hard links, oldest first; a directory has one)."""
         out: list[bytes] = []
         bases: dict[int, bytes | None] = {ROOT: b""}  # links mostly share a few folders: walk each up once
-        for parent, blob in self._db.dentries_of(ino):
+        for parent, blob, mac, gen in self._db.dentries_of(ino):
+            if not integrity.entry_authentic(self._env, parent, blob, ino, gen, mac):
+                log.error("integrity: directory %d: an entry is not bound to inode %d (skipped)", parent, ino)
+                continue
             if parent not in bases:
                 bases[parent] = self.path_of(parent)
             base = bases[parent]
@@ -426,14 +501,17 @@ class Store:
         return self._db.dentry_has_children(parent)
 
     def child_inodes(self, parent: int) -> list[int]:
-        """The inodes `parent`'s entries name, names left sealed (a walk that needs no names decrypts none)."""
-        return [int(ino) for _, _, ino in self._db.dentry_list(parent, 0)]
+        """The inodes `parent`'s authentic entries name, names left sealed (a walk that needs no names decrypts
+        none)."""
+        return [int(ino) for _, blob, ino, mac, gen in self._db.dentry_list(parent, 0)
+                if integrity.entry_authentic(self._env, parent, bytes(blob), ino, gen, mac)]
 
     def entries(self, parent: int, after_id: int = 0) -> Iterator[tuple[int, bytes, int]]:
         """(entry id, plaintext name, inode) in a stable order; an entry that fails authentication is
         logged and skipped, so the rest of the directory stays readable (fsck lists it)."""
-        for entry_id, blob, ino in self._db.dentry_list(parent, after_id):
+        for entry_id, blob, ino, mac, gen in self._db.dentry_list(parent, after_id):
             try:
+                self._bound(parent, bytes(blob), ino, mac, gen)
                 yield entry_id, self._env.open_name(parent, bytes(blob)), ino
             except IntegrityError as e:
                 log.error("integrity: %s (entry %d hidden; run `clawfs fsck`)", e, entry_id)
@@ -448,7 +526,29 @@ class Store:
         for key in [k for k in self._cache if k[0] == ino and k[1] >= first]:
             del self._cache[key]
 
-    def _block(self, row: InodeRow, idx: int, blob: bytes | None) -> bytes:
+    def _block_map(self, row: InodeRow) -> dict[int, bytes]:
+        """`row`'s stored blocks as index -> GCM tag, proven against the block sum in its (authenticated) row:
+        a block added, removed or replaced by an older one fails here.  Proven once per block sum (the index of
+        tags, one PRF per block), then kept while the sum stays (this store's own writes keep it up to date)."""
+        hit = self._maps.get(row.id)
+        if hit is not None and hit[0] == row.bsum:
+            self._maps.move_to_end(row.id)
+            return hit[1]
+        tags = self._db.block_tags(row.id)
+        if integrity.to_bytes(integrity.block_sum(self._env, row.id, row.generation, tags)) != row.bsum:
+            raise IntegrityError(f"inode {row.id}: its blocks are not the ones it records (a block replayed, added "
+                                 "or removed)")
+        found = dict(tags)
+        self._maps[row.id] = (row.bsum, found)
+        if len(self._maps) > BLOCK_MAP_ENTRIES:
+            self._maps.popitem(last=False)
+        return found
+
+    def _block(self, row: InodeRow, idx: int, blob: bytes | None, tag: bytes | None) -> bytes:
+        """Block `idx` of `row` in plaintext; `blob` must be the block `tag` (from the verified map) names."""
+        if (blob is None) != (tag is None) or (blob is not None and blob[-crypto.TAG:] != tag):
+            raise IntegrityError(f"inode {row.id} block {idx} is not the block the file records (replayed, added "
+                                 "or removed)")
         key = (row.id, idx)
         hit = self._cache.get(key)
         if hit is not None:
@@ -468,58 +568,98 @@ class Store:
             return b""
         bs = self.block_size
         first, last = offset // bs, (end - 1) // bs
-        stored = dict(self._db.blocks_range(row.id, first, last))
-        if len(stored) < last - first + 1 and row.nblocks == (row.size + bs - 1) // bs:
-            # The file has no holes, so a missing block was removed behind our back: never read it as zeros.
-            missing = next(i for i in range(first, last + 1) if i not in stored)
-            raise IntegrityError(f"inode {row.id} block {missing} is missing from a file without holes")
+        stored = {idx: bytes(blob) for idx, blob in self._db.blocks_range(row.id, first, last)}
+        try:
+            tags = self._block_map(row)
+        except IntegrityError:
+            self._name_bad_block(row, stored)
+            raise
         parts = []
         for idx in range(first, last + 1):
             base = idx * bs
             lo, hi = max(offset, base) - base, min(end, base + bs) - base
-            piece = self._block(row, idx, stored.get(idx))[lo:hi]
+            piece = self._block(row, idx, stored.get(idx), tags.get(idx))[lo:hi]
             parts.append(piece if len(piece) == hi - lo else piece + bytes(hi - lo - len(piece)))
         return b"".join(parts)
 
+    def _name_bad_block(self, row: InodeRow, stored: dict[int, bytes]) -> None:
+        """The block set failed: if a block of the request fails on its own, say which (the log names it)."""
+        for idx, blob in sorted(stored.items()):
+            try:
+                self._env.open_block(row.id, row.generation, idx, blob)
+            except IntegrityError as e:
+                raise IntegrityError(f"{e}; inode {row.id}: its blocks are not the ones it records") from None
+
+    def _set_blocks(self, row: InodeRow, tags: dict[int, bytes], total: int) -> None:
+        """`row`'s block set changed to `tags` with sum `total`: the row records the sum, the map follows."""
+        new = dataclasses.replace(row, bsum=integrity.to_bytes(total))
+        self._put_inode(row, new)
+        row.bsum, row.mac = new.bsum, new.mac  # the caller's row stays current: it may be passed again
+        self._maps[row.id] = (new.bsum, tags)  # mutated in place: a rolled-back unit's sum never matches it again
+
     def write(self, row: InodeRow, offset: int, data: bytes) -> tuple[int, int]:
-        """Write `data` at `offset`; returns (new size, blocks added).  The caller records both."""
+        """Write `data` at `offset`; returns (new size, blocks added).  The caller records both.  `row` must be
+        current; its block sum and MAC are updated in place (the row written is `row` with the new sum)."""
         bs, size = self.block_size, row.size
         end = offset + len(data)
         view = memoryview(data)
         added = 0
+        tags = self._block_map(row)
+        self._maps.pop(row.id, None)  # until the new sum is recorded below
+        total = integrity.from_bytes(row.bsum)
         for idx in range(offset // bs, (end - 1) // bs + 1):
             base = idx * bs
             lo, hi = max(offset, base) - base, min(end, base + bs) - base
             chunk = view[base + lo - offset:base + hi - offset]
+            old_tag = tags.get(idx)
             if lo == 0 and (hi == bs or base + hi >= size):
                 plain = bytes(chunk)  # the write covers everything this block held
             else:
-                old = self._block(row, idx, self._db.block_get(row.id, idx) if base < size else None)
+                old = self._block(row, idx, self._db.block_get(row.id, idx) if old_tag is not None else None, old_tag)
                 buf = bytearray(old)
                 if len(buf) < lo:
                     buf.extend(bytes(lo - len(buf)))
                 buf[lo:hi] = chunk
                 plain = bytes(buf)
             self._cache.pop((row.id, idx), None)  # refilled on read: a rolled-back write must not linger
-            added += self._db.block_put(row.id, idx, self._env.seal_block(row.id, row.generation, idx, plain))
+            sealed = self._env.seal_block(row.id, row.generation, idx, plain)
+            tag = sealed[-crypto.TAG:]
+            added += self._db.block_put(row.id, idx, sealed, tag)
+            if old_tag is not None:
+                total -= self._env.block_term(row.id, row.generation, idx, old_tag)
+            total += self._env.block_term(row.id, row.generation, idx, tag)
+            tags[idx] = tag
+        self._set_blocks(row, tags, total)
         return max(size, end), added
 
     def truncate(self, row: InodeRow, new_size: int) -> int:
-        """Cut or extend to `new_size`; returns the change in stored blocks (<= 0).  Growth stores nothing."""
+        """Cut or extend to `new_size`; returns the change in stored blocks (<= 0).  Growth stores nothing.  As
+        with `write`, `row` must be current and is kept so."""
         if new_size >= row.size:
             return 0
         bs = self.block_size
         keep = (new_size + bs - 1) // bs  # blocks 0..keep-1 may hold data
+        tags = self._block_map(row)
+        self._maps.pop(row.id, None)
+        total = integrity.from_bytes(row.bsum)
         self._drop_cached(row.id, new_size // bs)
         removed = self._db.blocks_delete_from(row.id, keep)
+        for idx in [i for i in tags if i >= keep]:
+            total -= self._env.block_term(row.id, row.generation, idx, tags.pop(idx))
         tail = new_size % bs
         if tail:
             idx = new_size // bs
-            blob = self._db.block_get(row.id, idx)
-            if blob is not None:
-                plain = self._env.open_block(row.id, row.generation, idx, blob)
+            old_tag = tags.get(idx)
+            if old_tag is not None:
+                plain = self._block(row, idx, self._db.block_get(row.id, idx), old_tag)
+                self._cache.pop((row.id, idx), None)
                 if len(plain) > tail:
-                    self._db.block_put(row.id, idx, self._env.seal_block(row.id, row.generation, idx, plain[:tail]))
+                    sealed = self._env.seal_block(row.id, row.generation, idx, plain[:tail])
+                    self._db.block_put(row.id, idx, sealed, sealed[-crypto.TAG:])
+                    total += (self._env.block_term(row.id, row.generation, idx, sealed[-crypto.TAG:])
+                              - self._env.block_term(row.id, row.generation, idx, old_tag))
+                    tags[idx] = sealed[-crypto.TAG:]
+        self._set_blocks(row, tags, total)
         return -removed
 
     # -- xattrs ---------------------------------------------------------------------------------------------
@@ -556,29 +696,49 @@ class Store:
 
     # -- audit (fsck): every row, sealed material checked rather than trusted -------------------------------
     def all_inodes(self) -> Iterator[InodeRow]:
+        """Every inode row as stored, unchecked: fsck asks `inode_authentic` of each."""
         return self._db.inodes_all()
 
-    def all_entries(self) -> Iterator[tuple[int, int, int, bool]]:
-        """(entry id, parent, inode, whether the sealed name authenticates) of every directory entry."""
-        for entry_id, parent, name, ino in self._db.dentries_all():
+    def inode_authentic(self, row: InodeRow) -> bool:
+        return integrity.inode_authentic(self._env, row)
+
+    def all_entries(self) -> Iterator[tuple[int, int, int, bool, bool]]:
+        """(entry id, parent, inode, whether the sealed name authenticates, whether the entry is bound to that
+        inode) of every directory entry."""
+        for entry_id, parent, name, ino, mac, gen in self._db.dentries_all():
             try:
                 self._env.open_name(parent, bytes(name))
                 authentic = True
             except IntegrityError:
                 authentic = False
-            yield entry_id, parent, ino, authentic
+            bound = gen is None or integrity.entry_authentic(self._env, parent, bytes(name), ino, gen, mac)
+            yield entry_id, parent, ino, authentic, bound
 
     def block_owners(self) -> Iterator[tuple[int, int]]:
         """(inode, number of blocks) for every inode that owns stored blocks."""
         return self._db.blocks_owners()
 
     def stored_blocks(self, row: InodeRow) -> Iterator[tuple[int, bytes | None]]:
-        """(index, plaintext, or None when the block fails authentication) of each stored block of `row`."""
-        for idx, blob in self._db.blocks_of(row.id):
+        """(index, plaintext, or None when the block fails authentication or is not the one its tag column
+        names) of each stored block of `row`."""
+        for idx, blob, tag in self._db.blocks_of(row.id):
+            blob = bytes(blob)
+            if tag is None or blob[-crypto.TAG:] != bytes(tag):
+                yield idx, None
+                continue
             try:
-                yield idx, self._env.open_block(row.id, row.generation, idx, bytes(blob))
+                yield idx, self._env.open_block(row.id, row.generation, idx, blob)
             except IntegrityError:
                 yield idx, None
+
+    def block_set_authentic(self, row: InodeRow) -> bool:
+        """Do `row`'s stored blocks add up to the block sum its row records?"""
+        tags = self._db.block_tags(row.id)
+        return integrity.to_bytes(integrity.block_sum(self._env, row.id, row.generation, tags)) == row.bsum
+
+    def root_authentic(self) -> bool:
+        """Do the inode and entry rows add up to the store root, sealed for the recorded counter value?"""
+        return self._root.authentic()
 
     def xattrs_authentic(self, row: InodeRow) -> Iterator[bool]:
         """Per stored extended attribute of `row`: whether its name and value authenticate."""
@@ -622,7 +782,7 @@ def _build(path: str, env: crypto.Envelope, block_size: int, wrapped: list[tuple
     except StorageError as e:
         raise UserError(f"cannot create {path}: {e}") from None
     try:
-        db.migrate()
+        db.migrate(lambda d, _version: integrity.upgrade(d, env))
         with db.transaction():
             db.meta_set("store_id", env.store_id)
             db.meta_set("format_version", FORMAT_VERSION)
@@ -636,9 +796,11 @@ def _build(path: str, env: crypto.Envelope, block_size: int, wrapped: list[tuple
             for key, value in extra_meta.items():
                 db.meta_set(key, value)
             now = _now()
-            db.inode_insert(InodeRow(ROOT, int.from_bytes(crypto.random_bytes(7), "big"),
-                                     stat.S_IFDIR | 0o755, os.getuid(), os.getgid(), 2, 0, 0,
-                                     now, now, now, 0, ROOT, None))
+            root = InodeRow(ROOT, int.from_bytes(crypto.random_bytes(7), "big"), stat.S_IFDIR | 0o755,
+                            os.getuid(), os.getgid(), 2, 0, 0, now, now, now, 0, ROOT, None, 0, integrity.ZERO)
+            root.mac = integrity.inode_mac(env, root)
+            db.inode_insert(root)
+            integrity.Root(db, env).reseal()  # for the counter value just recorded, over the root inode
     finally:
         db.close()
 

@@ -13,14 +13,14 @@ import os
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import apsw
 
 from ..errors import NotAStore
-from .schema import APPLICATION_ID, LATEST, MIGRATIONS
+from .schema import APPLICATION_ID, KEYED, LATEST, MIGRATIONS
 
 log = logging.getLogger("clawfs.db")
 
@@ -35,8 +35,10 @@ CHECKPOINT_PAGES = 1024
 does, the data takes its space twice (WAL and database), which the free-space reserve must cover."""
 
 INODE_COLUMNS = (
-    "id, generation, mode, uid, gid, nlink, size, rdev, atime_ns, mtime_ns, ctime_ns, nblocks, parent, target, flags"
+    "id, generation, mode, uid, gid, nlink, size, rdev, atime_ns, mtime_ns, ctime_ns, nblocks, parent, target, flags,"
+    " bsum, mac"
 )
+_INODE_V4_COLUMNS = INODE_COLUMNS.rsplit(",", 2)[0]  # before migration 5 (a v4 store is read only to migrate it)
 FLAG_SECRET = 1  # inodes.flags: a secret (or a directory of secrets); see clawfs/home.py
 
 
@@ -86,6 +88,8 @@ class InodeRow:
     parent: int | None
     target: bytes | None
     flags: int = 0
+    bsum: bytes = b""  # schema v5: the sum of the file's block terms (clawfs/integrity.py)
+    mac: bytes = b""   # schema v5: the row's MAC
 
 
 @dataclass
@@ -236,8 +240,9 @@ class Database:
     def schema_version(self) -> int:
         return int(self._scalar("PRAGMA user_version") or 0)
 
-    def migrate(self) -> None:
-        """Apply every migration newer than the store, each in one transaction with its record."""
+    def migrate(self, keyed: Callable[[Database, int], None] | None = None) -> None:
+        """Apply every migration newer than the store, each in one transaction with its record; `keyed(db, v)`
+        runs the keyed step of migration v (schema.KEYED) inside that transaction."""
         current = self.schema_version()
         for version, description, sql in MIGRATIONS:
             if version <= current:
@@ -250,6 +255,10 @@ class Database:
                         " applied_ns INTEGER)"
                     )
                 self.conn.execute(sql)
+                if version in KEYED:
+                    if keyed is None:
+                        raise RuntimeError(f"migration {version} needs the store's key")
+                    keyed(self, version)
                 self._execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, description, time.time_ns()))
                 self._execute(f"PRAGMA user_version = {version}")
         assert self.schema_version() == LATEST
@@ -290,73 +299,129 @@ class Database:
         return self.conn.changes() > 0
 
     # -- inodes ---------------------------------------------------------------------------------------------
+    @staticmethod
+    def _inode(row: tuple[Any, ...]) -> InodeRow:
+        r = InodeRow(*row)
+        r.bsum = b"" if r.bsum is None else bytes(r.bsum)
+        r.mac = b"" if r.mac is None else bytes(r.mac)
+        if r.target is not None:
+            r.target = bytes(r.target)
+        return r
+
     def inode_get(self, ino: int) -> InodeRow | None:
         row = self._execute(f"SELECT {INODE_COLUMNS} FROM inodes WHERE id = ?", (ino,)).fetchone()
-        return None if row is None else InodeRow(*row)
+        return None if row is None else self._inode(row)
+
+    def inode_generation(self, ino: int) -> int | None:
+        value = self._scalar("SELECT generation FROM inodes WHERE id = ?", (ino,))
+        return None if value is None else int(value)
 
     def inode_insert(self, row: InodeRow) -> int:
         """Insert `row`; its id is used when non-zero (the root), else SQLite assigns a fresh, never-reused id."""
         values = (
             row.id or None, row.generation, row.mode, row.uid, row.gid, row.nlink, row.size, row.rdev,
             row.atime_ns, row.mtime_ns, row.ctime_ns, row.nblocks, row.parent, row.target, row.flags,
+            row.bsum, row.mac,
         )
-        self._execute(f"INSERT INTO inodes ({INODE_COLUMNS}) VALUES ({', '.join('?' * 15)})", values)
+        self._execute(f"INSERT INTO inodes ({INODE_COLUMNS}) VALUES ({', '.join('?' * 17)})", values)
         return int(self.conn.last_insert_rowid())
 
-    def inode_update(self, ino: int, **fields: Any) -> None:
-        cols = ", ".join(f"{k} = ?" for k in fields)
-        self._execute(f"UPDATE inodes SET {cols} WHERE id = ?", (*fields.values(), ino))
+    def inode_write(self, row: InodeRow, expect_mac: bytes | None = None) -> bool:
+        """Every column of `row` (but its id) written over the stored row; with `expect_mac`, only over a row
+        that still holds that MAC.  True when a row was written."""
+        guard, args = ("", ()) if expect_mac is None else (" AND mac IS ?", (expect_mac,))
+        self._execute(
+            "UPDATE inodes SET generation = ?, mode = ?, uid = ?, gid = ?, nlink = ?, size = ?, rdev = ?,"
+            " atime_ns = ?, mtime_ns = ?, ctime_ns = ?, nblocks = ?, parent = ?, target = ?, flags = ?, bsum = ?,"
+            f" mac = ? WHERE id = ?{guard}",
+            (row.generation, row.mode, row.uid, row.gid, row.nlink, row.size, row.rdev, row.atime_ns, row.mtime_ns,
+             row.ctime_ns, row.nblocks, row.parent, row.target, row.flags, row.bsum, row.mac, row.id, *args),
+        )
+        return self.conn.changes() > 0
 
-    def inode_add(self, ino: int, column: str, delta: int) -> None:
-        self._execute(f"UPDATE inodes SET {column} = {column} + ? WHERE id = ?", (delta, ino))
-
-    def inode_delete(self, ino: int) -> None:
+    def inode_delete(self, ino: int) -> bytes | None:
+        """Delete the inode with its blocks and xattrs; the deleted row's MAC."""
         self._execute("DELETE FROM blocks WHERE ino = ?", (ino,))
         self._execute("DELETE FROM xattrs WHERE ino = ?", (ino,))
-        self._execute("DELETE FROM inodes WHERE id = ?", (ino,))
+        row = self._execute("DELETE FROM inodes WHERE id = ? RETURNING mac", (ino,)).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
 
     def inodes_orphaned(self) -> list[int]:
         return [r[0] for r in self._execute("SELECT id FROM inodes WHERE nlink = 0")]
 
     def inodes_all(self) -> Iterator[InodeRow]:
         for row in self._execute(f"SELECT {INODE_COLUMNS} FROM inodes ORDER BY id"):
-            yield InodeRow(*row)
+            yield self._inode(row)
+
+    def inodes_v4(self) -> Iterator[InodeRow]:
+        """Every inode of a store being migrated to v5 (no bsum or mac columns read)."""
+        for row in self._execute(f"SELECT {_INODE_V4_COLUMNS} FROM inodes ORDER BY id"):
+            yield self._inode((*row, None, None))
+
+    def inode_macs(self) -> Iterator[bytes | None]:
+        for (mac,) in self._execute("SELECT mac FROM inodes"):
+            yield mac
 
     # -- directory entries ----------------------------------------------------------------------------------
-    def dentry_lookup(self, parent: int, name: bytes) -> int | None:
-        value = self._scalar("SELECT ino FROM dentries WHERE parent = ? AND name = ?", (parent, name))
-        return None if value is None else int(value)
+    # Rows of entries come with the child's generation (a join): an entry's MAC binds it.
+    def dentry_lookup(self, parent: int, name: bytes) -> tuple[int, bytes | None, int | None] | None:
+        """(child inode, entry MAC, child generation or None when the child is missing)."""
+        row = self._execute(
+            "SELECT d.ino, d.mac, i.generation FROM dentries d LEFT JOIN inodes i ON i.id = d.ino"
+            " WHERE d.parent = ? AND d.name = ?", (parent, name)).fetchone()
+        return None if row is None else (int(row[0]), row[1], row[2])
 
-    def dentry_insert(self, parent: int, name: bytes, ino: int) -> None:
-        self._execute("INSERT INTO dentries (parent, name, ino) VALUES (?, ?, ?)", (parent, name, ino))
+    def dentry_insert(self, parent: int, name: bytes, ino: int, mac: bytes) -> None:
+        self._execute("INSERT INTO dentries (parent, name, ino, mac) VALUES (?, ?, ?, ?)", (parent, name, ino, mac))
 
-    def dentry_delete(self, parent: int, name: bytes) -> None:
-        self._execute("DELETE FROM dentries WHERE parent = ? AND name = ?", (parent, name))
+    def dentry_delete(self, parent: int, name: bytes) -> bytes | None:
+        """Delete the entry; its MAC (None when there was none)."""
+        row = self._execute("DELETE FROM dentries WHERE parent = ? AND name = ? RETURNING mac",
+                            (parent, name)).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
 
-    def dentry_set_ino(self, parent: int, name: bytes, ino: int) -> None:
-        self._execute("UPDATE dentries SET ino = ? WHERE parent = ? AND name = ?", (ino, parent, name))
+    def dentry_set_ino(self, parent: int, name: bytes, ino: int, mac: bytes) -> bytes | None:
+        """Point the entry at `ino`; the entry's previous MAC."""
+        old = self._scalar("SELECT mac FROM dentries WHERE parent = ? AND name = ?", (parent, name))
+        self._execute("UPDATE dentries SET ino = ?, mac = ? WHERE parent = ? AND name = ?", (ino, mac, parent, name))
+        return None if old is None else bytes(old)
 
-    def dentry_list(self, parent: int, after_id: int) -> Iterator[tuple[int, bytes, int]]:
-        """(id, encrypted name, inode) of `parent`'s entries with id > after_id, in id order."""
+    def dentry_set_mac(self, entry_id: int, mac: bytes) -> None:
+        self._execute("UPDATE dentries SET mac = ? WHERE id = ?", (mac, entry_id))
+
+    def dentry_list(self, parent: int, after_id: int) -> Iterator[tuple[int, bytes, int, bytes | None, int | None]]:
+        """(id, encrypted name, inode, MAC, child generation) of `parent`'s entries with id > after_id, in id
+        order."""
         yield from self._execute(
-            "SELECT id, name, ino FROM dentries WHERE parent = ? AND id > ? ORDER BY id", (parent, after_id)
+            "SELECT d.id, d.name, d.ino, d.mac, i.generation FROM dentries d LEFT JOIN inodes i ON i.id = d.ino"
+            " WHERE d.parent = ? AND d.id > ? ORDER BY d.id", (parent, after_id)
         )
 
-    def dentry_of(self, ino: int) -> tuple[int, bytes] | None:
-        """(parent, encrypted name) of one entry that links to `ino` (the oldest)."""
-        row = self._execute("SELECT parent, name FROM dentries WHERE ino = ? ORDER BY id LIMIT 1", (ino,)).fetchone()
-        return None if row is None else (int(row[0]), bytes(row[1]))
+    def dentry_of(self, ino: int) -> tuple[int, bytes, bytes | None, int | None] | None:
+        """(parent, encrypted name, MAC, generation of `ino`) of one entry that links to `ino` (the oldest)."""
+        row = self._execute(
+            "SELECT d.parent, d.name, d.mac, i.generation FROM dentries d LEFT JOIN inodes i ON i.id = d.ino"
+            " WHERE d.ino = ? ORDER BY d.id LIMIT 1", (ino,)).fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]), row[2], row[3])
 
-    def dentries_of(self, ino: int) -> list[tuple[int, bytes]]:
-        """(parent, encrypted name) of every entry that links to `ino`, oldest first (index dentries_by_ino)."""
-        return [(int(p), bytes(n)) for p, n in
-                self._execute("SELECT parent, name FROM dentries WHERE ino = ? ORDER BY id", (ino,))]
+    def dentries_of(self, ino: int) -> list[tuple[int, bytes, bytes | None, int | None]]:
+        """(parent, encrypted name, MAC, generation of `ino`) of every entry that links to `ino`, oldest first."""
+        return [(int(p), bytes(n), m, g) for p, n, m, g in self._execute(
+            "SELECT d.parent, d.name, d.mac, i.generation FROM dentries d LEFT JOIN inodes i ON i.id = d.ino"
+            " WHERE d.ino = ? ORDER BY d.id", (ino,))]
 
     def dentry_has_children(self, parent: int) -> bool:
         return self._scalar("SELECT 1 FROM dentries WHERE parent = ? LIMIT 1", (parent,)) is not None
 
-    def dentries_all(self) -> Iterator[tuple[int, int, bytes, int]]:
-        yield from self._execute("SELECT id, parent, name, ino FROM dentries ORDER BY id")
+    def dentries_all(self) -> Iterator[tuple[int, int, bytes, int, bytes | None, int | None]]:
+        """(id, parent, encrypted name, inode, MAC, child generation) of every entry."""
+        yield from self._execute(
+            "SELECT d.id, d.parent, d.name, d.ino, d.mac, i.generation FROM dentries d"
+            " LEFT JOIN inodes i ON i.id = d.ino ORDER BY d.id")
+
+    def dentry_macs(self) -> Iterator[bytes | None]:
+        for (mac,) in self._execute("SELECT mac FROM dentries"):
+            yield mac
 
     # -- blocks ---------------------------------------------------------------------------------------------
     def block_get(self, ino: int, idx: int) -> bytes | None:
@@ -368,20 +433,26 @@ class Database:
             "SELECT idx, data FROM blocks WHERE ino = ? AND idx BETWEEN ? AND ? ORDER BY idx", (ino, first, last)
         )
 
-    def block_put(self, ino: int, idx: int, data: bytes) -> bool:
-        """Store a block; True when the block is new (the inode's nblocks grows)."""
-        self._execute("INSERT OR IGNORE INTO blocks VALUES (?, ?, ?)", (ino, idx, data))
+    def block_put(self, ino: int, idx: int, data: bytes, tag: bytes) -> bool:
+        """Store a block and its tag; True when the block is new (the inode's nblocks grows)."""
+        self._execute("INSERT OR IGNORE INTO blocks (ino, idx, data, tag) VALUES (?, ?, ?, ?)", (ino, idx, data, tag))
         if self.conn.changes():
             return True
-        self._execute("UPDATE blocks SET data = ? WHERE ino = ? AND idx = ?", (data, ino, idx))
+        self._execute("UPDATE blocks SET data = ?, tag = ? WHERE ino = ? AND idx = ?", (data, tag, ino, idx))
         return False
+
+    def block_tags(self, ino: int) -> list[tuple[int, bytes]]:
+        """(index, tag) of every stored block of `ino` (index blocks_tags: the blocks themselves are not read)."""
+        return [(int(i), bytes(t) if t is not None else b"") for i, t in
+                self._execute("SELECT idx, tag FROM blocks WHERE ino = ? ORDER BY idx", (ino,))]
 
     def blocks_delete_from(self, ino: int, first: int) -> int:
         self._execute("DELETE FROM blocks WHERE ino = ? AND idx >= ?", (ino, first))
         return int(self.conn.changes())
 
-    def blocks_of(self, ino: int) -> Iterator[tuple[int, bytes]]:
-        yield from self._execute("SELECT idx, data FROM blocks WHERE ino = ? ORDER BY idx", (ino,))
+    def blocks_of(self, ino: int) -> Iterator[tuple[int, bytes, bytes | None]]:
+        """(index, sealed block, tag column) of every stored block of `ino`."""
+        yield from self._execute("SELECT idx, data, tag FROM blocks WHERE ino = ? ORDER BY idx", (ino,))
 
     def blocks_owners(self) -> Iterator[tuple[int, int]]:
         """(inode, block count) for every inode that owns blocks."""

@@ -50,6 +50,18 @@ index_meta                          rebuilt as an ordinary rowid table.  WITHOUT
                                     leaf overflow chain and every lookup of an absent key walked it: four such
                                     lookups cost a mount over a second.  A rowid table keeps keys in small
                                     interior pages and reads a value only when it is asked for.
+
+Version 5 (metadata integrity; docs/ARCHITECTURE.md "Metadata integrity", clawfs/integrity.py):
+
+inodes.bsum                         32 B: the sum (mod 2^256) of the keyed terms of the file's blocks
+inodes.mac                          HMAC of every column of the row (bsum and the sealed target included)
+dentries.mac                        HMAC binding (parent, sealed name) to the child inode and its generation
+blocks.tag                          the block's GCM tag (its last 16 bytes), indexed with (ino, idx) so that a
+                                    file's block set is read without touching the blocks themselves
+meta.root                           sum of the keyed terms of every inode and entry MAC, and its HMAC over the
+                                    rollback counter value
+The SQL adds the columns and fills `tag`; the MACs need the key, so the store computes them in the same
+transaction (`KEYED` below), when the store is first opened read-write.
 """
 
 from __future__ import annotations
@@ -161,5 +173,22 @@ MIGRATIONS.append((
     ALTER TABLE index_meta_v4 RENAME TO index_meta;
     """,
 ))
+
+MIGRATIONS.append((
+    5,
+    "metadata integrity: inode and entry MACs, block tags and per-file block sums, the store root",
+    """
+    ALTER TABLE inodes ADD COLUMN bsum BLOB;
+    ALTER TABLE inodes ADD COLUMN mac BLOB;
+    ALTER TABLE dentries ADD COLUMN mac BLOB;
+    ALTER TABLE blocks ADD COLUMN tag BLOB;
+    UPDATE blocks SET tag = substr(data, -16, 16);
+    CREATE INDEX blocks_tags ON blocks (ino, idx, tag);
+    """,
+))
+
+KEYED = frozenset({5})
+"""Migrations whose SQL is followed, in the same transaction, by a step that needs the store's key (the caller of
+`Database.migrate` passes it)."""
 
 LATEST = MIGRATIONS[-1][0]
