@@ -431,9 +431,17 @@ def serve(cfg: ServeConfig, creds: Credentials, *, foreground: bool, verbose: bo
                 log.warning("%s", warning)
 
         run(cfg, master, tell)
+        code = 0
         if outcome and outcome[0][0] is not None:
-            raise UserError(outcome[0][0])
-        return 0
+            print(f"clawfs: {outcome[0][0]}", file=sys.stderr)
+            code = 1
+        # As the forked daemon does: no interpreter teardown.  The store is closed; what may still run is the
+        # indexer's model load in native threads, and C++ aborts ("terminate called without an active
+        # exception", SIGABRT) when static destructors meet a running std::thread.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
     rfd, wfd = os.pipe()
     pid = os.fork()
