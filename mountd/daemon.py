@@ -36,6 +36,8 @@ from . import logs
 from .options import MountOptions
 from .proxy_service import ProxyService
 
+StatusFn = Callable[[], dict[str, Any]]
+
 log = logging.getLogger("clawfs.mountd")
 FSTYPE = "fuse.clawfs"
 READAHEAD_KIB = 1024  # cold streaming reads then arrive in 1 MiB requests instead of 128 KiB
@@ -72,8 +74,9 @@ def _open(store_path: str, opts: MountOptions, master: bytes) -> Store:
 
 
 def serve(store_path: str, mountpoint: str, opts: MountOptions, master: bytes,
-          ready: Callable[[str | None], None]) -> None:
-    """Open, mount and serve until unmounted.  `ready(None)` once live, `ready(message)` if it failed first."""
+          ready: Callable[[str | None], None], more_status: StatusFn | None = None) -> None:
+    """Open, mount and serve until unmounted.  `ready(None)` once live, `ready(message)` if it failed first.
+    `more_status()` adds sections to `.clawfs/status` (clawfs serve: the runtime and the webhooks)."""
     started = False
     try:
         store = _open(store_path, opts, master)
@@ -99,7 +102,8 @@ def serve(store_path: str, mountpoint: str, opts: MountOptions, master: bytes,
                             "run `clawfs fsck %s` to check it", store_path, purged, store_path)
         proxies = ProxyService(store, mountpoint, agent_uid=opts.agent_uid, agent_gid=opts.agent_gid,
                                readonly=opts.readonly)
-        tree = _control_tree(store, core, searches, off, proxies.status)
+        proxy_status = proxies.status  # control socket, jails served, counts
+        tree = _control_tree(store, core, searches, off, [lambda: {"proxy": proxy_status()}, more_status])
         tree.add_generated(b"audit", b"network.jsonl", proxies.audit.text)
         ops = fuse_ops.ClawOperations(_router(vfs, store, tree, opts))
         try:
@@ -213,7 +217,7 @@ class _SearchConnection:
 
 
 def _control_tree(store: Store, core: IndexCore | None, searches: _SearchConnection,
-                  off: str | None = None, proxy_status: Callable[[], dict[str, Any]] | None = None) -> ControlTree:
+                  off: str | None = None, sections: list[StatusFn | None] | None = None) -> ControlTree:
     def run_search(query: str, k: int, prefix: bytes | None) -> list[engine.Hit]:
         assert core is not None
         with searches.store() as s:
@@ -229,8 +233,9 @@ def _control_tree(store: Store, core: IndexCore | None, searches: _SearchConnect
 
     def status() -> dict[str, Any]:
         st = engine.status(store, core, off)
-        if proxy_status is not None:
-            st["proxy"] = proxy_status()  # the jails' egress proxy: control socket, jails served, counts
+        for more in sections or []:  # the jails' egress proxy; under clawfs serve, the runtime and webhooks
+            if more is not None:
+                st.update(more())
         return st
 
     return ControlTree(run_search if core else None, status, os.getuid(), os.getgid(),

@@ -315,6 +315,12 @@ class Service:
         return {"pid": os.getpid(), "state": self.state, "store": self.cfg.store, "mountpoint": self.cfg.mountpoint,
                 "runtime": rt, "webhooks": hooks, "webhook_errors": self.bad_channels, "updated_at": time.time()}
 
+    def status_sections(self) -> dict[str, Any]:
+        """What `.clawfs/status` adds under clawfs serve: the runtime (state, pid, uid, restarts, last error) and
+        the webhooks, as the state file has them."""
+        st = self.status()
+        return {"runtime": st["runtime"], "webhooks": st["webhooks"]}
+
     def _write_status(self) -> None:
         try:
             self.status_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -399,7 +405,7 @@ def run(cfg: ServeConfig, master: bytes, answer: Callable[[str | None, str | Non
     service = Service(cfg, master, Notifier(), answer_once)
     service.write_pid()
     try:
-        daemon.serve(cfg.store, cfg.mountpoint, cfg.opts, master, service.on_live)
+        daemon.serve(cfg.store, cfg.mountpoint, cfg.opts, master, service.on_live, service.status_sections)
     finally:
         service.shutdown()  # the mount ended without us (an outside unmount): stop the rest too
         service.remove_state()

@@ -221,6 +221,9 @@ def test_serve_ready_chat_webhook_restart_and_clean_stop(served: Served) -> None
     rt = st["runtime"]
     assert rt["state"] == "running" and rt["restarts"] == 0 and rt["uid"] == os.getuid()
     assert os.path.exists(f"/proc/{rt['pid']}")
+    ctl = json.loads((served.mnt / ".clawfs" / "status").read_text())  # the same runtime, read through the mount
+    assert ctl["runtime"]["pid"] == rt["pid"] and ctl["runtime"]["state"] == "running", ctl.get("runtime")
+    assert "proxy" in ctl and "files" in ctl, sorted(ctl)
     # a chat through channels/local
     msgid = served.send("hello there")
     assert served.reply_to(msgid) == "You said: hello there"
