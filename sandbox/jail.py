@@ -286,22 +286,25 @@ class Jail:
             self.root_dir = ""
 
 
-def _liveness_fds() -> list[int]:
+def inherited_fds() -> dict[str, int]:
     """The liveness socket this process was given by `clawfs serve`'s supervisor, if any: a datagram socket
     whose only use is pings to the daemon (it counts them, nothing more), so it may enter the jail."""
     value = os.environ.get(LIVENESS_ENV, "")
     if not value.isdigit():
-        return []
+        return {}
     try:
         os.fstat(int(value))
     except OSError:
-        return []
-    return [int(value)]
+        return {}
+    return {LIVENESS_ENV: int(value)}
 
 
 def start(cfg: JailConfig, argv: list[str], *, stdin: int | None = None, stdout: int | None = None,
-          stderr: int | None = None) -> Jail:
-    """Start argv in a new jail; returns once the jail's network is up (the proxy socket is handed over)."""
+          stderr: int | None = None, fds: dict[str, int] | None = None) -> Jail:
+    """Start argv in a new jail; returns once the jail's network is up (the proxy socket is handed over).
+    `fds`: the descriptors the command gets, each under the environment variable naming it (e.g. the tool
+    broker's socket for the runtime, a worker's channel for a tool); None = the liveness socket of this process,
+    if it has one (`inherited_fds`).  Nothing else crosses: a tool worker's jail is given `{}` or its own."""
     t0 = time.perf_counter()
     layers, _ = weaker_layers(cfg.allow_weaker)
     cfg.layers = layers
@@ -312,11 +315,11 @@ def start(cfg: JailConfig, argv: list[str], *, stdin: int | None = None, stdout:
     cg = cgroups.create(name, cgroups.Limits(cfg.memory, cfg.pids, cfg.cpu_weight)) if layers["cgroups"] else None
     cfg.cgroup_dirs = cg.dirs if cg else {}
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    liveness = _liveness_fds()
-    if liveness:  # the supervising daemon's ping socket (mountd/supervisor.py), on to the command in the jail
-        cfg.env.setdefault(LIVENESS_ENV, str(liveness[0]))
+    passed = inherited_fds() if fds is None else fds
+    for env_name, fd in passed.items():  # e.g. the supervising daemon's ping socket (mountd/supervisor.py)
+        cfg.env.setdefault(env_name, str(fd))
     proc = subprocess.Popen([sys.executable, "-I", "-m", "sandbox.jail", json.dumps(asdict(cfg)),
-                             str(theirs.fileno()), "--", *argv], pass_fds=[theirs.fileno(), *liveness],
+                             str(theirs.fileno()), "--", *argv], pass_fds=[theirs.fileno(), *passed.values()],
                             stdin=stdin, stdout=stdout, stderr=stderr)
     theirs.close()
     jail = Jail(proc, None, cg, cfg.root_dir, t0)
