@@ -324,19 +324,19 @@ def start(cfg: JailConfig, argv: list[str], *, stdin: int | None = None, stdout:
     theirs.close()
     jail = Jail(proc, None, cg, cfg.root_dir, t0)
     try:
-        msg, fds, _, _ = socket.recv_fds(ours, 4096, 1)
+        msg, got, _, _ = socket.recv_fds(ours, 4096, 1)
     except OSError as e:
         jail.kill()
         jail.wait()
         raise JailError(f"jail launcher: {e}") from None
     finally:
         ours.close()
-    if not fds:
+    if not got:
         jail.proc.wait()
         jail.close()
         reason = json.loads(msg or b"{}").get("error", "the launcher ended before the jail was ready")
         raise JailError(f"jail setup failed: {reason}")
-    jail.proxy_socket = socket.socket(fileno=fds[0])
+    jail.proxy_socket = socket.socket(fileno=got[0])
     jail.ready_seconds = time.perf_counter() - t0
     return jail
 
