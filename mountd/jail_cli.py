@@ -71,9 +71,9 @@ def _forward_signals() -> Iterator[_Forward]:
 
 def run_jailed(mnt: str, argv: list[str], *, tool: str | None = None, uid: int | None = None,
                allow_weaker: bool = False, need_agent_uid: str | None = None,
-               env: dict[str, str] | None = None) -> Outcome:
+               env: dict[str, str] | None = None, fds: dict[str, int] | None = None) -> Outcome:
     """Run argv in a jail beneath the mount `mnt`, its proxy served by the mount's daemon; wait for it.
-    `need_agent_uid`: refuse (with this as the reason) a mount that has no agent uid."""
+    `need_agent_uid`: refuse (with this as the reason) a mount that has no agent uid.  `fds`: as jail.start's."""
     home = Path(mnt).resolve()
     lease = JailLease.open(str(home), tool)
     with _forward_signals() as forward:
@@ -86,7 +86,7 @@ def run_jailed(mnt: str, argv: list[str], *, tool: str | None = None, uid: int |
             cfg = jail.JailConfig(mount=str(home), uid=jail_uid, gid=jail_gid, allow_weaker=allow_weaker,
                                   env=env or {}, ca_pem=lease.ca_pem)
             try:
-                j = jail.start(cfg, argv)
+                j = jail.start(cfg, argv, fds=fds)
             except jail.JailError as e:
                 raise UserError(str(e)) from None
         except BaseException:
