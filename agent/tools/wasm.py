@@ -4,6 +4,11 @@ description() and schema(), run by the tool host (sandbox/toolhost.py) when the 
 Listed afresh at every turn (a tool the owner installs joins at the next one); compiled components stay cached in
 the host for the life of the runtime (and on disk under $CLAWFS_WASM_CACHE when set).  A tool that cannot load is
 left out with a warning, never fatal to the turn.  Imports nothing of clawfs: only sandbox/.
+
+Jailed (`clawfs agent run`): with $CLAWFS_TOOLS_FD set, a call goes to the tool broker outside the jail
+(mountd/toolbroker.py), which runs it in the tool's own jailed worker, whose HTTP the daemon's proxy serves
+under that tool's lease; the host here then only asks description() and schema(), with no network at all
+(`NoEgress`).  Without it (tests, `clawfs tool run`), the in-process host runs the call.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.errors import ToolError as HostError
-from sandbox.toolhost import ToolHost
+from sandbox.toolhost import NoEgress, ToolHost
+from sandbox.toolworker import BrokerClient
 
 from .registry import Tool, ToolError
 
@@ -26,15 +32,18 @@ log = logging.getLogger(__name__)
 class WasmTool:
     """One installed tool, as the registry sees it."""
 
-    def __init__(self, host: ToolHost, name: str, description: str, parameters: dict[str, Any]) -> None:
+    def __init__(self, host: ToolHost, name: str, description: str, parameters: dict[str, Any],
+                 broker: BrokerClient | None = None) -> None:
         self.host = host
+        self.broker = broker
         self.name = name
         self.description = description
         self.parameters = parameters
 
     def call(self, args: dict[str, Any]) -> str:
         try:
-            out = self.host.run(self.name, json.dumps(args))
+            params = json.dumps(args)
+            out = self.broker.call(self.name, params) if self.broker else self.host.run(self.name, params)
         except HostError as e:
             message = f"{self.name}: {e.kind}: {e.reason}"
             if e.kind in ("blocked", "capabilities"):
@@ -50,7 +59,9 @@ class WasmTools:
 
     def __init__(self, home: Path) -> None:
         cache = os.environ.get("CLAWFS_WASM_CACHE")
-        self.host = ToolHost(home, cache_dir=Path(cache) if cache else None)
+        self.broker = BrokerClient.from_env()
+        self.host = ToolHost(home, cache_dir=Path(cache) if cache else None,
+                             gateway=NoEgress() if self.broker else None)
 
     def tools(self) -> Iterable[Tool]:
         found: list[Tool] = []
@@ -61,7 +72,7 @@ class WasmTools:
             except HostError as e:
                 log.warning("tool %s is not offered: %s: %s", name, e.kind, e.reason)
                 continue
-            found.append(WasmTool(self.host, name, description, _object_schema(schema)))
+            found.append(WasmTool(self.host, name, description, _object_schema(schema), self.broker))
         return found
 
 
