@@ -20,15 +20,17 @@ import os
 import re
 import time
 import tomllib
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http.client import HTTPConnection, HTTPException
 from pathlib import Path
 from typing import Any, Protocol
 
 from . import capabilities as caps_mod
 from . import leaks
 from .capabilities import Capabilities, HttpCapability
-from .egress import Egress, EgressError, EgressRequest, EgressResponse, ToolIdentity
+from .egress import Egress, EgressError, EgressRequest, EgressResponse, ToolIdentity, parse_target
 from .errors import ToolError
 from .wasm import GuestResult, HttpFailure, HttpResult, Limits, Loaded, WasmRuntime
 
@@ -48,6 +50,63 @@ class HttpGateway(Protocol):
     """Where a tool's HTTP goes: `sandbox.egress.Egress` in process now; a client of the jail's proxy later."""
 
     def send(self, tool: ToolIdentity, http: HttpCapability | None, req: EgressRequest) -> EgressResponse: ...
+
+
+class ProxyGateway:
+    """A jailed tool worker's gateway (sandbox/toolworker.py): each request goes to the egress proxy at `proxy`
+    ($HTTP_PROXY, `http://127.0.0.1:3128` in a jail) as an absolute-form `http://host[:port]/path` request, which
+    the proxy sends upstream over https (sandbox/proxy.py).  The proxy decides everything - allowlist, address
+    checks, credentials, redaction, rate and size limits - for the tool its socket was leased to, so nothing this
+    process sends (the identity argument included) can widen the list.  Only https URLs are taken (the in-process
+    default); a proxy refusal (its reason phrase `Refused`, which an upstream's answer never carries: the proxy
+    writes `OK` for those) becomes the EgressError an in-process gateway would raise."""
+
+    REFUSED_KINDS = {403: "network-denied", 413: "input", 429: "client", 431: "input", 400: "input"}
+
+    def __init__(self, proxy: str, default_timeout_ms: int = 30_000) -> None:
+        parts = urllib.parse.urlsplit(proxy)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"the proxy must be an http://host:port URL, not {proxy!r}")
+        self.host, self.port = parts.hostname, parts.port or 80
+        self.default_timeout_ms = default_timeout_ms
+
+    def send(self, tool: ToolIdentity, http: HttpCapability | None, req: EgressRequest) -> EgressResponse:
+        target = parse_target(req.url)  # https only; the proxy checks the rest (and logs every refusal)
+        if target.port == 80:  # http://host:80/ is the proxy's way of saying https://host/ (port 443)
+            raise EgressError("network-denied", "https on port 80 cannot be reached through the proxy")
+        netloc = f"[{target.host}]" if ":" in target.host else target.host
+        if target.port != 443:
+            netloc += f":{target.port}"
+        url = f"http://{netloc}{target.path}" + (f"?{target.query}" if target.query else "")
+        timeout = (req.timeout_ms or self.default_timeout_ms) / 1000
+        conn = HTTPConnection(self.host, self.port, timeout=timeout)
+        try:
+            conn.request(req.method.upper(), url, body=req.body,
+                         headers={**req.headers, "Connection": "close"})
+            resp = conn.getresponse()
+            body = resp.read()
+        except TimeoutError:
+            raise EgressError("operation-failed", f"timed out after {timeout:g} s", request_sent=True,
+                              code="timeout") from None
+        except (OSError, HTTPException) as e:
+            raise EgressError("operation-failed", f"the egress proxy: {type(e).__name__}: {e}",
+                              request_sent=True) from None
+        finally:
+            conn.close()
+        if resp.reason == "Refused" and body.startswith(b"clawfs proxy: "):
+            reason = body[len(b"clawfs proxy: "):].decode("utf-8", "replace").strip()
+            kind = self.REFUSED_KINDS.get(resp.status, "operation-failed")
+            raise EgressError(kind, reason, code="rate_limited" if resp.status == 429 else None,
+                              request_sent=resp.status == 502)
+        return EgressResponse(resp.status, {k.lower(): v for k, v in resp.getheaders()}, body)
+
+
+class NoEgress:
+    """A gateway that refuses every request: the agent runtime's own host when tools run in jailed workers (it
+    only asks description() and schema(); a tool's HTTP leaves from its worker, never from the runtime)."""
+
+    def send(self, tool: ToolIdentity, http: HttpCapability | None, req: EgressRequest) -> EgressResponse:
+        raise EgressError("network-denied", "no network here: the tool's calls run in its jailed worker")
 
 
 SecretNames = Callable[[], set[str]]
@@ -120,8 +179,10 @@ class ToolHost:
     """The tools of one home.  Thread-safe; keep one per process so compiled components stay cached."""
 
     def __init__(self, home: Path, *, runtime: WasmRuntime | None = None, gateway: HttpGateway | None = None,
-                 secret_names: SecretNames | None = None, cache_dir: Path | None = None) -> None:
+                 secret_names: SecretNames | None = None, cache_dir: Path | None = None,
+                 only: str | None = None) -> None:
         self.home = Path(home)
+        self.only = only  # a jailed worker's host runs this one tool (and refuses tool-invoke of any other)
         self.runtime = runtime or WasmRuntime(cache_dir)
         self.gateway: HttpGateway = gateway or Egress()
         self.secret_names = secret_names or home_secret_names(self.home)
@@ -141,6 +202,9 @@ class ToolHost:
     def tool(self, name: str) -> InstalledTool:
         if not TOOL_NAME.match(name):
             raise ToolError("not-found", f"{name!r} is not a tool name (lower-case letters, digits, - and _)")
+        if self.only is not None and name != self.only:
+            # its HTTP would leave with this worker's lease, i.e. another tool's list: refused, not widened
+            raise ToolError("not-found", f"this jailed worker runs {self.only!r} only; {name!r} runs in its own")
         directory = self.tools_dir / name
         try:
             binary = (directory / WASM_NAME).read_bytes()

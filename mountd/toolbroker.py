@@ -1,0 +1,247 @@
+"""The tool broker: runs the agent's WASM tools each in a jail of its own, for the jailed runtime.
+
+Where: in the `clawfs agent run` holder (mountd/agent_cli.py), the process that already sits outside the
+runtime's jail and leases its proxy socket to the mount's daemon.  The runtime gets one end of a socket pair
+($CLAWFS_TOOLS_FD in its jail); on it it can only say "call tool NAME with PARAMS" (sandbox/toolworker.py's
+frames).  The broker picks the worker by NAME, and the worker loads `tools/NAME` itself, so whatever the runtime
+sends it gets NAME's code run under NAME's lease: NAME's allowlist and credentials, nothing more.
+
+Workers: `python -m sandbox.toolworker NAME` in a jail built as `clawfs jail exec --tool NAME` builds it (same
+root, limits, seccomp, Landlock, netns with only lo, the mount's agent uid), its proxy socket leased to the daemon
+for NAME (the daemon refuses a tool that is not installed), its only other descriptor a socket pair to this
+broker.  Started at the first call of NAME, kept warm (the component stays compiled in it), one call at a time
+each; a worker that dies or wedges is dropped (its jail killed, its lease ended) and the call answered with a
+ToolError of kind `worker` (or `timeout`); the next call of NAME starts a new one.  A call waits at most the
+tool's wall time (`limits.toml`, IronClaw's 60 s by default) plus START_SLACK for a worker's start.
+
+Nothing crosses between workers or from the runtime to a worker but the frames relayed here: each worker's
+channel is an anonymous socket pair held by this process, each jail has a network namespace of its own, so no
+process of one jail can dial another's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clawfs.errors import UserError
+from sandbox import jail
+from sandbox.errors import ToolError
+from sandbox.toolhost import LIMITS_NAME, TOOL_NAME, load_limits
+from sandbox.toolworker import WORKER_ENV, error_frame, recv_frame, send_frame
+
+from .control_socket import JailLease
+
+log = logging.getLogger("clawfs.toolbroker")
+START_SECONDS = 60.0  # a worker's jail, Python and the component's compile (IronClaw's big tools: ~1.5 s)
+CALL_SLACK = 10.0  # over the tool's own wall time: the worker enforces that; past this it is wedged
+WORKER_MEMORY = 1 << 30
+WORKER_PIDS = 64
+
+
+@dataclass
+class Worker:
+    name: str
+    lease: JailLease
+    jail: jail.Jail
+    sock: socket.socket
+    blake3: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    calls: int = 0
+    since: float = field(default_factory=time.time)
+
+
+class Broker:
+    """One per `clawfs agent run`: `runtime_end` goes into the runtime's jail; `start()` serves it."""
+
+    def __init__(self, mnt: str, *, uid: int | None = None, allow_weaker: bool = False) -> None:
+        self.home = Path(mnt).resolve()
+        self.uid, self.allow_weaker = uid, allow_weaker
+        self.runtime_end, self._ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._workers: dict[str, Worker] = {}
+        self._starting: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._closed = threading.Event()
+        self.counts = {"calls": 0, "started": 0, "died": 0}
+
+    # -- the runtime's side ----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        threading.Thread(target=self._serve, name="tool-broker", daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self._closed.is_set():
+            try:
+                frame = recv_frame(self._ours)
+            except OSError:
+                frame = None
+            if frame is None:
+                return  # the runtime has gone (or sent something that is not a frame): no more calls
+            threading.Thread(target=self._answer, args=(frame,), name="tool-call", daemon=True).start()
+
+    def _answer(self, frame: dict[str, Any]) -> None:
+        reply = self.call(frame)
+        with self._send_lock, contextlib.suppress(OSError):
+            send_frame(self._ours, reply)
+
+    def call(self, frame: dict[str, Any]) -> dict[str, Any]:
+        """Relay one call frame to its tool's worker; always an answer frame (a ToolError's when it failed)."""
+        call_id, name = frame.get("id"), frame.get("tool")
+        try:
+            if frame.get("op") != "call" or not isinstance(name, str) or not TOOL_NAME.match(name):
+                raise ToolError("not-found", f"{name!r} is not a tool name")
+            with self._lock:
+                self.counts["calls"] += 1
+            worker = self._worker(name)
+            return self._relay(worker, {**frame, "tool": name})
+        except ToolError as e:
+            return error_frame(call_id, e)
+
+    def _relay(self, worker: Worker, frame: dict[str, Any]) -> dict[str, Any]:
+        try:
+            wall = load_limits(self.home / "tools" / worker.name / LIMITS_NAME).timeout_s
+        except ToolError:
+            wall = 60.0  # the worker refuses the call with the file's error itself
+        with worker.lock:
+            try:
+                worker.sock.settimeout(wall + CALL_SLACK)
+                send_frame(worker.sock, frame)
+                reply = recv_frame(worker.sock)
+            except TimeoutError:
+                self._drop(worker, kill=True)
+                raise ToolError("timeout", f"the worker of {worker.name!r} did not answer within "
+                                f"{wall + CALL_SLACK:g} s: it was stopped") from None
+            except OSError as e:
+                reply = None
+                log.warning("tool %s: worker channel: %s", worker.name, e)
+            if reply is None:
+                self._drop(worker, kill=True)
+                raise ToolError("worker", f"the worker of {worker.name!r} died during the call "
+                                f"({self._stopped_by(worker)}); the next call starts a new one")
+            worker.calls += 1
+        reply["id"] = frame.get("id")
+        return reply
+
+    @staticmethod
+    def _stopped_by(worker: Worker) -> str:
+        code = worker.jail.proc.poll()
+        limits = worker.jail.stopped_by
+        if limits:
+            return f"stopped by the {', '.join(limits)} limit"
+        return f"exit status {code}" if code is not None else "its channel closed"
+
+    # -- workers ---------------------------------------------------------------------------------------------------
+
+    def _worker(self, name: str) -> Worker:
+        with self._lock:
+            if self._closed.is_set():
+                raise ToolError("worker", "the tool broker is stopping")
+            starting = self._starting.setdefault(name, threading.Lock())
+        with starting:  # one start per tool at a time; the others wait for it
+            with self._lock:
+                w = self._workers.get(name)
+            if w is not None and w.jail.proc.poll() is None:
+                return w
+            if w is not None:
+                self._drop(w, kill=True)
+            w = self._spawn(name)
+            with self._lock:
+                self._workers[name] = w
+                self.counts["started"] += 1
+            return w
+
+    def _spawn(self, name: str) -> Worker:
+        try:
+            lease = JailLease.open(str(self.home), name)  # the daemon refuses a tool that is not installed
+        except UserError as e:
+            raise ToolError("not-found", str(e)) from None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            uid = self.uid if self.uid is not None else lease.agent_uid if lease.agent_uid is not None \
+                else jail.JAIL_UID
+            gid = lease.agent_gid if self.uid is None and lease.agent_gid is not None else uid
+            cfg = jail.JailConfig(mount=str(self.home), uid=uid, gid=gid, allow_weaker=self.allow_weaker,
+                                  ca_pem=lease.ca_pem, memory=WORKER_MEMORY, pids=WORKER_PIDS)
+            try:
+                j = jail.start(cfg, ["python3", "-m", "sandbox.toolworker", name], fds={WORKER_ENV: theirs.fileno()},
+                               stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno())
+            except jail.JailError as e:
+                raise ToolError("worker", f"the jail of {name!r}'s worker cannot be built: {e}") from None
+        except BaseException:
+            ours.close()
+            lease.close()
+            raise
+        finally:
+            theirs.close()
+        worker = Worker(name, lease, j, ours)
+        try:
+            assert j.proxy_socket is not None
+            lease.hand_over(j.proxy_socket, asdict(j.cgroup) if j.cgroup else None, j.root_dir)
+            j.proxy_socket.close()  # the daemon serves its own copy, for `name` alone
+            j.proxy_socket = None
+            ours.settimeout(START_SECONDS)
+            ready = recv_frame(ours)
+        except (UserError, OSError) as e:
+            self._stop(worker, kill=True)
+            raise ToolError("worker", f"the worker of {name!r} did not start: {e}") from None
+        if not ready or ready.get("ready") is not True:
+            self._stop(worker, kill=True)
+            if ready:
+                raise ToolError(str(ready.get("kind") or "worker"), str(ready.get("reason") or "did not load"))
+            raise ToolError("worker", f"the worker of {name!r} ended before it was ready "
+                            f"({self._stopped_by(worker)})")
+        worker.blake3 = str(ready.get("blake3") or "")
+        log.info("tool %s: worker started in %.0f ms (jail ready in %.0f ms)", name,
+                 (time.perf_counter() - j.started) * 1000, j.ready_seconds * 1000)
+        return worker
+
+    def _drop(self, worker: Worker, *, kill: bool) -> None:
+        with self._lock:
+            if self._workers.get(worker.name) is worker:
+                del self._workers[worker.name]
+                self.counts["died"] += 1
+        self._stop(worker, kill=kill)
+
+    @staticmethod
+    def _stop(worker: Worker, *, kill: bool) -> None:
+        """End a worker: its channel closed (it exits), else killed; its jail removed; its lease ended."""
+        with contextlib.suppress(OSError):
+            worker.sock.shutdown(socket.SHUT_RDWR)
+        worker.sock.close()
+        if kill:
+            worker.jail.kill()
+        try:
+            worker.jail.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            worker.jail.kill()
+            worker.jail.wait()
+        try:
+            worker.lease.end()
+        except UserError as e:
+            log.warning("tool %s: ending its proxy lease: %s", worker.name, e)
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return {**self.counts, "workers": {w.name: {"calls": w.calls, "since": round(w.since, 3),
+                                                        "blake3": w.blake3} for w in self._workers.values()}}
+
+    def close(self) -> None:
+        """Stop every worker (after the runtime has ended: no call is in flight)."""
+        self._closed.set()
+        with contextlib.suppress(OSError):
+            self._ours.shutdown(socket.SHUT_RDWR)
+        self._ours.close()
+        self.runtime_end.close()
+        with self._lock:
+            workers, self._workers = list(self._workers.values()), {}
+        for w in workers:
+            self._stop(w, kill=False)
