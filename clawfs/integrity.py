@@ -82,12 +82,30 @@ def block_sum(env: crypto.Envelope, ino: int, gen: int, tags: Iterable[tuple[int
 
 class Root:
     """The store root: R = the sum of the terms of every inode and entry MAC, kept in `meta.root` as R || MAC,
-    the MAC over the rollback counter value the store records (0 without rollback protection)."""
+    the MAC over the rollback counter value the store records (0 without rollback protection).
+
+    Inside a unit of work (`depth` > 0, kept by `Store.transaction`) changes only add up in memory and `flush`
+    writes R once at the unit's end, inside its transaction; a unit that fails goes back to its `mark`."""
+
+    TERM_CACHE = 8192
 
     def __init__(self, db: Database, env: crypto.Envelope) -> None:
         self._db = db
         self._env = env
         self._last: tuple[bytes, int] | None = None  # the value this connection wrote last: known authentic
+        self._terms: dict[tuple[bytes, bytes], int] = {}  # (kind, MAC) -> term, for MACs this store wrote
+        self.depth = 0
+        self.pending = 0
+
+    def term(self, kind: bytes, mac: bytes) -> int:
+        key = (kind, mac)
+        found = self._terms.get(key)
+        if found is None:
+            found = self._env.root_term(kind, mac)
+            if len(self._terms) >= self.TERM_CACHE:
+                self._terms.clear()
+            self._terms[key] = found
+        return found
 
     def _counter(self) -> int:
         value = self._db.meta_get("rollback_counter")
@@ -112,19 +130,31 @@ class Root:
 
     def change(self, add: Iterable[tuple[bytes, bytes | None]] = (),
                remove: Iterable[tuple[bytes, bytes | None]] = ()) -> None:
-        """Rows came and went (kind, MAC): R follows, in the caller's unit of work.  An R that fails its MAC is
-        never built upon (that would bless a forged sum): the change fails with EIO instead."""
+        """Rows came and went (kind, MAC): R follows, in the caller's unit of work."""
+        delta = 0
+        for kind, mac in add:
+            if mac:
+                delta += self.term(kind, mac)
+        for kind, mac in remove:
+            if mac:
+                delta -= self.term(kind, mac)
+        if self.depth:
+            self.pending += delta
+        else:
+            self._apply(delta)
+
+    def flush(self) -> None:
+        delta, self.pending = self.pending, 0
+        if delta % MOD:
+            self._apply(delta)
+
+    def _apply(self, delta: int) -> None:
+        # An R that fails its MAC is never built upon (that would bless a forged sum): EIO instead.
         total = self.stored()
         if total is None:
             raise IntegrityError("the store root fails authentication (the meta table was edited); "
                                  "run `clawfs fsck`")
-        for kind, mac in add:
-            if mac:
-                total += self._env.root_term(kind, mac)
-        for kind, mac in remove:
-            if mac:
-                total -= self._env.root_term(kind, mac)
-        self._seal(total, self._counter())
+        self._seal(total + delta, self._counter())
 
     def compute(self) -> int:
         """R from the MAC columns of every row: one PRF per inode and entry (a mount's and fsck's check)."""
@@ -144,6 +174,7 @@ class Root:
 
     def reseal(self, total: int | None = None) -> None:
         """Seal R again (the recorded counter value changed): from the rows, unless the caller just computed it."""
+        self.pending = 0
         self._seal(self.compute() if total is None else total, self._counter())
 
 

@@ -53,6 +53,8 @@ ROOT = 1
 DEFAULT_BLOCK_SIZE = 64 * 1024
 MIN_BLOCK_SIZE, MAX_BLOCK_SIZE = 4096, 1024 * 1024
 BLOCK_CACHE_ENTRIES = 128
+VERIFIED_ROWS = 4096
+"""Inode rows this store has authenticated or written, as stored: an identical row read again needs no MAC."""
 BLOCK_MAP_ENTRIES = 64
 """Files whose verified block set (index -> GCM tag) is kept: a read checks its blocks against it."""
 FLUSH_INTERVAL = 0.05
@@ -159,6 +161,7 @@ class Store:
         # ino -> (the block sum it was verified against, index -> tag); see _block_map
         self._maps: OrderedDict[int, tuple[bytes, dict[int, bytes]]] = OrderedDict()
         self._root = integrity.Root(db, env)
+        self._rows: OrderedDict[int, tuple[Any, ...]] = OrderedDict()  # see VERIFIED_ROWS
         self.was_unclean = False
 
     # -- lifecycle ------------------------------------------------------------------------------------------
@@ -288,9 +291,29 @@ class Store:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """One atomic unit of work; a full disk becomes ENOSPC and rolls the unit back."""
+        with self._unit(), self._root_unit():
+            yield
+
+    @contextlib.contextmanager
+    def _root_unit(self) -> Iterator[None]:
+        root = self._root
+        mark = root.pending
+        root.depth += 1
         try:
             with self._db.transaction():
                 yield
+                if root.depth == 1:
+                    root.flush()  # the unit's one update of the store root, inside its transaction
+        except BaseException:
+            root.pending = mark
+            raise
+        finally:
+            root.depth -= 1
+
+    @contextlib.contextmanager
+    def _unit(self) -> Iterator[None]:
+        try:
+            yield
         except DiskFull:
             self._after_failed_unit()
             raise NoSpace("the filesystem holding the store is full") from None
@@ -363,8 +386,20 @@ class Store:
     # store root by the difference (clawfs/integrity.py).
     def find(self, ino: int) -> InodeRow | None:
         """The inode `ino` (authenticated), or None when there is none."""
-        row = self._db.inode_get(ino)
-        return None if row is None else integrity.check_inode(self._env, row)
+        raw = self._db.inode_get_raw(ino)
+        if raw is None:
+            return None
+        row = Database.inode_from(raw)
+        if self._rows.get(ino) != raw:  # compared column by column: any edit since means a MAC check
+            integrity.check_inode(self._env, row)
+            self._seen(raw)
+        return row
+
+    def _seen(self, raw: tuple[Any, ...]) -> None:
+        self._rows[raw[0]] = raw
+        self._rows.move_to_end(raw[0])
+        if len(self._rows) > VERIFIED_ROWS:
+            self._rows.popitem(last=False)
 
     def get(self, ino: int) -> InodeRow:
         row = self.find(ino)
@@ -380,6 +415,7 @@ class Store:
         # the wrong term out of the root and leave the store unmountable.
         if not self._db.inode_write(new, expect_mac=old.mac if old else b""):
             raise IntegrityError(f"inode {new.id} changed under this change (stale row, or edited meanwhile)")
+        self._seen(Database.inode_raw(new))
         self._root.change(add=[(integrity.INODE, new.mac)], remove=[(integrity.INODE, old.mac)] if old else [])
 
     def new_inode(self, mode: int, uid: int, gid: int, *, rdev: int = 0, parent: int | None = None,
@@ -394,6 +430,7 @@ class Store:
             row.target = self._env.seal_target(row.id, gen, target)
             row.size = len(target)
         self._put_inode(None, row)
+        self._maps[row.id] = (row.bsum, {})  # no blocks yet: nothing to look up at the first write
         return row
 
     def update(self, ino: int, **fields: Any) -> None:
@@ -412,6 +449,7 @@ class Store:
             raise IntegrityError(f"inode {ino}: asked to purge an inode that still has {row.nlink} links")
         self._drop_cached(ino)
         self._maps.pop(ino, None)
+        self._rows.pop(ino, None)
         mac = self._db.inode_delete(ino)
         self._root.change(remove=[(integrity.INODE, mac)])
 
@@ -450,7 +488,9 @@ class Store:
         return ino
 
     def _entry_mac(self, parent: int, blob: bytes, ino: int) -> bytes:
-        return integrity.entry_mac(self._env, parent, blob, ino, self._db.inode_generation(ino))
+        seen = self._rows.get(ino)
+        gen = seen[1] if seen is not None else self._db.inode_generation(ino)
+        return integrity.entry_mac(self._env, parent, blob, ino, gen)
 
     def add_entry(self, parent: int, name: bytes, ino: int) -> None:
         blob = self._env.seal_name(parent, name)
@@ -544,6 +584,20 @@ class Store:
             self._maps.popitem(last=False)
         return found
 
+    def _fetched_map(self, row: InodeRow, stored: dict[int, bytes]) -> dict[int, bytes] | None:
+        """When a read fetched as many blocks as the file records (a small file, or a read of all of it), the
+        fetched blocks' own tags may prove the set without reading the tag index: they do if they add up."""
+        hit = self._maps.get(row.id)
+        if (hit is not None and hit[0] == row.bsum) or len(stored) != row.nblocks:
+            return None
+        tags = {idx: blob[-crypto.TAG:] for idx, blob in stored.items()}
+        if integrity.to_bytes(integrity.block_sum(self._env, row.id, row.generation, tags.items())) != row.bsum:
+            return None  # the full proof decides (and names the failure)
+        self._maps[row.id] = (row.bsum, tags)
+        if len(self._maps) > BLOCK_MAP_ENTRIES:
+            self._maps.popitem(last=False)
+        return tags
+
     def _block(self, row: InodeRow, idx: int, blob: bytes | None, tag: bytes | None) -> bytes:
         """Block `idx` of `row` in plaintext; `blob` must be the block `tag` (from the verified map) names."""
         if (blob is None) != (tag is None) or (blob is not None and blob[-crypto.TAG:] != tag):
@@ -570,7 +624,7 @@ class Store:
         first, last = offset // bs, (end - 1) // bs
         stored = {idx: bytes(blob) for idx, blob in self._db.blocks_range(row.id, first, last)}
         try:
-            tags = self._block_map(row)
+            tags = self._fetched_map(row, stored) or self._block_map(row)
         except IntegrityError:
             self._name_bad_block(row, stored)
             raise

@@ -300,7 +300,7 @@ class Database:
 
     # -- inodes ---------------------------------------------------------------------------------------------
     @staticmethod
-    def _inode(row: tuple[Any, ...]) -> InodeRow:
+    def inode_from(row: tuple[Any, ...]) -> InodeRow:
         r = InodeRow(*row)
         r.bsum = b"" if r.bsum is None else bytes(r.bsum)
         r.mac = b"" if r.mac is None else bytes(r.mac)
@@ -309,8 +309,19 @@ class Database:
         return r
 
     def inode_get(self, ino: int) -> InodeRow | None:
+        row = self.inode_get_raw(ino)
+        return None if row is None else self.inode_from(row)
+
+    def inode_get_raw(self, ino: int) -> tuple[Any, ...] | None:
+        """The row as SQLite returns it (INODE_COLUMNS), for a caller that compares it with one it has seen."""
         row = self._execute(f"SELECT {INODE_COLUMNS} FROM inodes WHERE id = ?", (ino,)).fetchone()
-        return None if row is None else self._inode(row)
+        return None if row is None else tuple(row)
+
+    @staticmethod
+    def inode_raw(row: InodeRow) -> tuple[Any, ...]:
+        """`row` as `inode_get_raw` returns it once written."""
+        return (row.id, row.generation, row.mode, row.uid, row.gid, row.nlink, row.size, row.rdev, row.atime_ns,
+                row.mtime_ns, row.ctime_ns, row.nblocks, row.parent, row.target, row.flags, row.bsum, row.mac)
 
     def inode_generation(self, ino: int) -> int | None:
         value = self._scalar("SELECT generation FROM inodes WHERE id = ?", (ino,))
@@ -351,12 +362,12 @@ class Database:
 
     def inodes_all(self) -> Iterator[InodeRow]:
         for row in self._execute(f"SELECT {INODE_COLUMNS} FROM inodes ORDER BY id"):
-            yield self._inode(row)
+            yield self.inode_from(row)
 
     def inodes_v4(self) -> Iterator[InodeRow]:
         """Every inode of a store being migrated to v5 (no bsum or mac columns read)."""
         for row in self._execute(f"SELECT {_INODE_V4_COLUMNS} FROM inodes ORDER BY id"):
-            yield self._inode((*row, None, None))
+            yield self.inode_from((*row, None, None))
 
     def inode_macs(self) -> Iterator[bytes | None]:
         for (mac,) in self._execute("SELECT mac FROM inodes"):
