@@ -8,6 +8,8 @@ jail beneath the mount, as the mount's agent uid (`-o agent_uid`), its HTTP_PROX
 (mountd/jail_cli.run_jailed).  The runtime sends a placeholder for `api_key_secret` (agent/llm.py); the daemon's
 egress proxy, which alone reads the store's secrets, swaps in the value for the LLM endpoint of
 settings/llm.toml and redacts it from the answer.  No process of the jail, and not this one, ever holds it.
+The runtime's WASM tools do not run in its jail: this process holds the tool broker (mountd/toolbroker.py), whose
+socket is the runtime's $CLAWFS_TOOLS_FD, and which runs each tool in a jail of its own leased as that tool.
 """
 
 from __future__ import annotations
@@ -28,8 +30,11 @@ from agent.config import ConfigError, load_agent, load_llm
 from agent.routines import load_routines
 from agent.state import read_status
 from clawfs.errors import UserError
+from sandbox import jail
+from sandbox.toolworker import BROKER_ENV
 
 from .jail_cli import run_jailed
+from .toolbroker import Broker
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +86,15 @@ def run(mountpoint: str, channels: tuple[str, ...], allow_weaker_jail: bool) -> 
     except ConfigError as e:
         raise UserError(str(e)) from e
     argv = ["python3", "-m", "agent.liveness", "/agent", *(f"--channel={c}" for c in channels)]
-    out = run_jailed(mountpoint, argv, allow_weaker=allow_weaker_jail,
-                     need_agent_uid="the runtime runs in the jail as the mount's agent uid, and this mount has none")
+    broker = Broker(mountpoint, allow_weaker=allow_weaker_jail)  # each tool's calls in a jail of its own
+    broker.start()
+    try:
+        out = run_jailed(mountpoint, argv, allow_weaker=allow_weaker_jail,
+                         need_agent_uid="the runtime runs in the jail as the mount's agent uid, and this mount has "
+                                        "none",
+                         fds={**jail.inherited_fds(), BROKER_ENV: broker.runtime_end.fileno()})
+    finally:
+        broker.close()
     if out.stopped_by:
         log.warning("the runtime's jail was stopped by the %s limit", ", ".join(out.stopped_by))
     return out.code
