@@ -9,10 +9,14 @@ uid as the daemon's namespaces see them: the pid a host `kill` takes and the uid
 runtime is pid 2 of a jail's pid namespace and uid 1000 of its user namespace.  No ping for `ping_timeout`
 seconds: the child (its process group and the pinging pid) is killed and restarted.
 
-Policy (RestartPolicy, a pure function of an injected clock): delays of 1 s doubling to 5 min; back to 1 s
-once a run lasted 10 minutes; 5 failures within 10 minutes and the runtime stays down (`failed`, with the
-reason) until the daemon restarts.  Any exit the daemon did not ask for is a failure, status 0 included: the
-runtime is meant to run as long as the mount.
+Policy (RestartPolicy, a pure function of an injected clock): the first failure is restarted at once, the next
+ones after 1 s doubling to 5 min (the backoff is for a runtime that keeps failing: one crash after a healthy run
+costs no wait); back to an immediate restart once a run lasted 10 minutes; 5 failures within 10 minutes and the
+runtime stays down (`failed`, with the reason) until the daemon restarts.  Any exit the daemon did not ask for is
+a failure, status 0 included: the runtime is meant to run as long as the mount.
+
+`on_alive(pid)` is called at the first ping of every run, with the pinger's pid (the daemon lowers the jail's
+CPU weight to its steady value there: sandbox/jail.settle_cpu).
 """
 
 from __future__ import annotations
@@ -54,20 +58,20 @@ class RestartPolicy:
     max_failures: int = 5
 
     def __post_init__(self) -> None:
-        self._next = self.first
+        self._next = 0.0  # the first restart is immediate; `first` is the backoff's first step, from the second on
         self._failures: deque[float] = deque()
 
     def on_failure(self, now: float, started_at: float) -> float | None:
         """A run that started at `started_at` failed at `now`: seconds to wait before the next start, or None
         when the runtime must stay down."""
         if now - started_at >= self.healthy_reset:
-            self._next = self.first
+            self._next = 0.0
         self._failures.append(now)
         while self._failures and self._failures[0] <= now - self.window:
             self._failures.popleft()
         if len(self._failures) >= self.max_failures:
             return None
-        delay, self._next = self._next, min(self.cap, self._next * 2)
+        delay, self._next = self._next, min(self.cap, self._next * 2 or self.first)
         return delay
 
 
@@ -90,8 +94,9 @@ class Supervisor:
 
     def __init__(self, spawn: Spawn, *, ping_timeout: float = 30.0, policy: RestartPolicy | None = None,
                  stop_grace: float = 30.0, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time, on_alive: Callable[[int], None] | None = None) -> None:
         self._spawn = spawn
+        self._on_alive = on_alive
         self.ping_timeout = ping_timeout
         self.policy = policy or RestartPolicy()
         self.stop_grace = stop_grace
@@ -211,9 +216,14 @@ class Supervisor:
                     sender = creds[0]
                     if not self.pinged.is_set():
                         self._set(state=RUNNING, pid=creds[0], uid=creds[1])
+                        log.info("agent runtime is alive (pid %d, uid %d as the host sees them)", creds[0], creds[1])
+                        if self._on_alive is not None:  # before `settled`: READY comes after it
+                            try:
+                                self._on_alive(creds[0])
+                            except Exception:  # a hook's failure must not end the supervision
+                                log.exception("agent runtime: the first-ping hook failed")
                         self.pinged.set()
                         self.settled.set()
-                        log.info("agent runtime is alive (pid %d, uid %d as the host sees them)", creds[0], creds[1])
 
     def _terminate(self, child: subprocess.Popen[bytes], sender: int | None) -> None:
         _signal(child.pid, sender, signal.SIGTERM)

@@ -25,7 +25,7 @@ TIMEOUT = 30.0
 
 
 # -- the policy, on a clock the test moves ------------------------------------------------------------------------
-def test_backoff_doubles_from_one_second_to_five_minutes() -> None:
+def test_first_restart_at_once_then_one_second_doubling_to_five_minutes() -> None:
     p = RestartPolicy()
     now, delays = 0.0, []
     for _ in range(12):  # each run lasts 3 minutes: never 5 failures in 10 minutes, never 10 healthy minutes
@@ -35,8 +35,8 @@ def test_backoff_doubles_from_one_second_to_five_minutes() -> None:
         assert d is not None
         delays.append(d)
         now += d
-    assert delays[:9] == [1, 2, 4, 8, 16, 32, 64, 128, 256]
-    assert delays[9:] == [300, 300, 300]
+    assert delays[:10] == [0, 1, 2, 4, 8, 16, 32, 64, 128, 256]  # the first restart at once
+    assert delays[10:] == [300, 300]
 
 
 def test_five_failures_within_ten_minutes_and_it_stays_down() -> None:
@@ -48,20 +48,20 @@ def test_five_failures_within_ten_minutes_and_it_stays_down() -> None:
         d = p.on_failure(now, started)
         results.append(d)
         now += d or 0
-    assert results == [1, 2, 4, 8, None]
+    assert results == [0, 1, 2, 4, None]
 
 
 def test_failures_older_than_the_window_do_not_count() -> None:
     p = RestartPolicy()
-    assert [p.on_failure(t, t - 1) for t in (0.0, 1.0, 2.0, 3.0)] == [1, 2, 4, 8]
-    assert p.on_failure(601.0, 600.0) == 16  # the first failure left the window: 4 within it, not 5
+    assert [p.on_failure(t, t - 1) for t in (0.0, 1.0, 2.0, 3.0)] == [0, 1, 2, 4]
+    assert p.on_failure(601.0, 600.0) == 8  # the first failure left the window: 4 within it, not 5
 
 
 def test_ten_healthy_minutes_reset_the_backoff() -> None:
     p = RestartPolicy()
-    assert [p.on_failure(t, t - 1) for t in (0.0, 10.0, 20.0)] == [1, 2, 4]
-    assert p.on_failure(2000.0, 1399.0) == 1  # ran 601 s
-    assert p.on_failure(2010.0, 2005.0) == 2
+    assert [p.on_failure(t, t - 1) for t in (0.0, 10.0, 20.0)] == [0, 1, 2]
+    assert p.on_failure(2000.0, 1399.0) == 0  # ran 601 s: at once again
+    assert p.on_failure(2010.0, 2005.0) == 1
 
 
 # -- real processes -----------------------------------------------------------------------------------------------
@@ -102,16 +102,19 @@ def supervised(tmp_path: Path, mode: str, prefix: list[str] | None = None,
 
 def test_a_pinging_child_runs_and_a_killed_one_is_restarted(tmp_path: Path) -> None:
     policy = RestartPolicy(first=0.05)
-    with supervised(tmp_path, "ping", policy=policy) as sup:
+    alive: list[int] = []  # on_alive: the pid of each run's first ping
+    with supervised(tmp_path, "ping", policy=policy, on_alive=alive.append) as sup:
         assert sup.settled.wait(TIMEOUT) and sup.pinged.is_set()
         st = sup.status()
         assert st.state == RUNNING and st.uid == os.getuid() and st.restarts == 0
         assert st.pid is not None and os.path.exists(f"/proc/{st.pid}")
         first_pid = st.pid
+        assert alive == [first_pid]
         os.kill(first_pid, signal.SIGKILL)
         st = wait_for(sup.status, timeout=TIMEOUT, what="a restarted runtime",
                       until=lambda s: s.restarts == 1 and s.state == RUNNING and s.pid not in (None, first_pid))
         assert st.last_error == "killed by SIGKILL"
+        assert alive == [first_pid, st.pid]  # once per run, not per ping
     st = sup.status()
     assert st.state == STOPPED and st.pid is None
 
