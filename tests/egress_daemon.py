@@ -39,7 +39,7 @@ def main() -> None:
         return EgressConfig(**{"resolver": resolver, "verify": verify,
                                "allow_networks": (ipaddress.ip_network("127.0.0.0/8"),), **kw})
 
-    proxy_service.EgressConfig = egress_config  # type: ignore[assignment,misc]
+    vars(proxy_service)["EgressConfig"] = egress_config  # ProxyService builds its Egress with it
     sys.argv = ["clawfs", *sys.argv[2:]]
     cli.main()
 
