@@ -614,3 +614,12 @@ def test_make_demo_keeps_the_previous_store(tmp_path: Path, capsys: pytest.Captu
     root.mkdir()
     (root / "mnt").mkdir()
     assert demo.clear_previous(root) is None and not root.exists()  # nothing of value: simply cleared
+
+
+def test_mkfs_into_a_missing_directory(tmp_path: Path) -> None:
+    """Not "no such store": the folder is what is missing.  (Read-only media: tests/test_store_media.py.)"""
+    (tmp_path / "p").write_bytes(PASSPHRASE)
+    target = tmp_path / "not" / "here" / "s.claw"
+    line = assert_user_error(clawfs("mkfs", str(target), "--passphrase-file", str(tmp_path / "p")))
+    assert "does not exist" in line and str(target.parent) in line and "no such store" not in line, line
+    assert not target.parent.exists()
