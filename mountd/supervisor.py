@@ -94,7 +94,7 @@ class Supervisor:
 
     def __init__(self, spawn: Spawn, *, ping_timeout: float = 30.0, policy: RestartPolicy | None = None,
                  stop_grace: float = 30.0, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time, on_alive: Callable[[int], None] | None = None) -> None:
+                 wall: Callable[[], float] = time.time, on_alive: Callable[[int], object] | None = None) -> None:
         self._spawn = spawn
         self._on_alive = on_alive
         self.ping_timeout = ping_timeout
