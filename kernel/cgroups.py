@@ -115,6 +115,33 @@ class JailCgroup:
             with contextlib.suppress(OSError):
                 os.rmdir(d)
 
+    def set_cpu_weight(self, weight: int) -> None:
+        """Change the CPU weight (v2 cpu.weight; v1 cpu.shares, as `create` converts it) of a live group."""
+        if self.version == 2:
+            _write(f"{self.dirs['']}/cpu.weight", str(weight))
+        elif "cpu" in self.dirs:
+            _write(f"{self.dirs['cpu']}/cpu.shares", str(max(2, weight * 1024 // 100)))
+
+
+def group_of(pid: int, prefix: str) -> JailCgroup | None:
+    """The group of process `pid` (as this process's namespaces see it) if its name starts with `prefix`: its
+    v2 directory, else its v1 controllers' directories; None if it is in no such group or is gone."""
+    try:
+        lines = _read(f"/proc/{pid}/cgroup").splitlines()
+    except OSError:
+        return None
+    v1: dict[str, str] = {}
+    for line in lines:
+        _, names, path = line.split(":", 2)
+        if not path.rsplit("/", 1)[-1].startswith(prefix):
+            continue
+        if not names:
+            return JailCgroup(2, {"": f"{_v2_root() or ROOT}{path}"})
+        for controller in ("memory", "pids", "cpu"):
+            if controller in names.split(","):
+                v1[controller] = f"{ROOT}/{controller}{path}"
+    return JailCgroup(1, v1) if v1 else None
+
 
 def _counter(path: str, key: str) -> int:
     with contextlib.suppress(OSError):
