@@ -37,6 +37,12 @@ from . import seccomp_policy
 INSIDE_UID = 1000  # the jail's uid and gid as seen inside; outside they are JailConfig.uid/gid
 PROXY_PORT = 3128
 JAIL_UID = 64010  # default host uid/gid of a jail: no account, not 0, not nobody (65534)
+CPU_WEIGHT = 20  # a jail's CPU weight (cgroup v2 scale, default 100): low, the host's work comes first
+# The supervised agent runtime's jail while it starts: a host process's default weight, so that its start is not
+# starved by the daemon loading the index model (5x slower at 20 on 2 cores); the daemon lowers it to CPU_WEIGHT
+# at the runtime's first liveness ping (settle_cpu).
+START_CPU_WEIGHT = 100
+CGROUP_PREFIX = "clawfs-jail-"
 RUNTIME_PACKAGES = ("agent", "sandbox", "kernel")
 EXIT_SETUP_FAILED = 125
 LIVENESS_ENV = "CLAWFS_LIVENESS_FD"  # as mountd/supervisor.py and agent/liveness.py name it
@@ -56,7 +62,7 @@ class JailConfig:
     tmp_size: int = 64 << 20
     memory: int = 2 << 30
     pids: int = 256
-    cpu_weight: int = 20
+    cpu_weight: int = CPU_WEIGHT
     proxy_port: int = PROXY_PORT
     allow_weaker: bool = False
     runtime_paths: list[str] = field(default_factory=list)
@@ -309,7 +315,7 @@ def start(cfg: JailConfig, argv: list[str], *, stdin: int | None = None, stdout:
     layers, _ = weaker_layers(cfg.allow_weaker)
     cfg.layers = layers
     cfg.runtime_paths = cfg.runtime_paths or runtime_paths()
-    name = f"clawfs-jail-{os.getpid()}-{time.monotonic_ns() % 10**9}"
+    name = f"{CGROUP_PREFIX}{os.getpid()}-{time.monotonic_ns() % 10**9}"
     cfg.root_dir = f"/run/{name}"
     os.mkdir(cfg.root_dir, 0o755)
     cg = cgroups.create(name, cgroups.Limits(cfg.memory, cfg.pids, cfg.cpu_weight)) if layers["cgroups"] else None
@@ -339,6 +345,16 @@ def start(cfg: JailConfig, argv: list[str], *, stdin: int | None = None, stdout:
     jail.proxy_socket = socket.socket(fileno=got[0])
     jail.ready_seconds = time.perf_counter() - t0
     return jail
+
+
+def settle_cpu(pid: int, weight: int = CPU_WEIGHT) -> bool:
+    """The jail holding host pid `pid` down to `weight` once its start is over (a jail started with
+    START_CPU_WEIGHT); False if `pid` is in no jail's cgroup."""
+    group = cgroups.group_of(pid, CGROUP_PREFIX)
+    if group is None:
+        return False
+    group.set_cpu_weight(weight)
+    return True
 
 
 def run(cfg: JailConfig, argv: list[str], timeout: float | None = None) -> int:
