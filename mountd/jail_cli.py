@@ -71,9 +71,11 @@ def _forward_signals() -> Iterator[_Forward]:
 
 def run_jailed(mnt: str, argv: list[str], *, tool: str | None = None, uid: int | None = None,
                allow_weaker: bool = False, need_agent_uid: str | None = None,
-               env: dict[str, str] | None = None, fds: dict[str, int] | None = None) -> Outcome:
+               env: dict[str, str] | None = None, fds: dict[str, int] | None = None,
+               cpu_weight: int = jail.CPU_WEIGHT) -> Outcome:
     """Run argv in a jail beneath the mount `mnt`, its proxy served by the mount's daemon; wait for it.
-    `need_agent_uid`: refuse (with this as the reason) a mount that has no agent uid.  `fds`: as jail.start's."""
+    `need_agent_uid`: refuse (with this as the reason) a mount that has no agent uid.  `fds`: as jail.start's.
+    `cpu_weight`: the jail's at start (jail.START_CPU_WEIGHT for a runtime whose supervisor lowers it)."""
     home = Path(mnt).resolve()
     lease = JailLease.open(str(home), tool)
     with _forward_signals() as forward:
@@ -84,7 +86,7 @@ def run_jailed(mnt: str, argv: list[str], *, tool: str | None = None, uid: int |
             jail_uid = uid if uid is not None else lease.agent_uid if lease.agent_uid is not None else jail.JAIL_UID
             jail_gid = (lease.agent_gid if uid is None and lease.agent_gid is not None else jail_uid)
             cfg = jail.JailConfig(mount=str(home), uid=jail_uid, gid=jail_gid, allow_weaker=allow_weaker,
-                                  env=env or {}, ca_pem=lease.ca_pem)
+                                  env=env or {}, ca_pem=lease.ca_pem, cpu_weight=cpu_weight)
             try:
                 j = jail.start(cfg, argv, fds=fds)
             except jail.JailError as e:
