@@ -33,6 +33,7 @@ from clawfs.errors import UserError
 from sandbox import jail
 from sandbox.toolworker import BROKER_ENV
 
+from . import logs
 from .jail_cli import run_jailed
 from .toolbroker import Broker
 
@@ -86,13 +87,17 @@ def run(mountpoint: str, channels: tuple[str, ...], allow_weaker_jail: bool) -> 
     except ConfigError as e:
         raise UserError(str(e)) from e
     argv = ["python3", "-m", "agent.liveness", "/agent", *(f"--channel={c}" for c in channels)]
+    inherited = jail.inherited_fds()
+    # supervised by `clawfs serve` (a liveness socket): the jail starts at a normal CPU weight and the daemon
+    # lowers it at the first ping (jail.settle_cpu); run by hand, nobody would, so it starts low
+    weight = jail.START_CPU_WEIGHT if jail.LIVENESS_ENV in inherited else jail.CPU_WEIGHT
     broker = Broker(mountpoint, allow_weaker=allow_weaker_jail)  # each tool's calls in a jail of its own
     broker.start()
     try:
         out = run_jailed(mountpoint, argv, allow_weaker=allow_weaker_jail,
                          need_agent_uid="the runtime runs in the jail as the mount's agent uid, and this mount has "
                                         "none",
-                         fds={**jail.inherited_fds(), BROKER_ENV: broker.runtime_end.fileno()})
+                         fds={**inherited, BROKER_ENV: broker.runtime_end.fileno()}, cpu_weight=weight)
     finally:
         broker.close()
     if out.stopped_by:
@@ -217,3 +222,29 @@ def seed_new_store(store: str, slots: list[tuple[str, bytes]]) -> list[str]:
     finally:
         st.close()
     return created
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m mountd.agent_cli run MNT`: `clawfs agent run` without the rest of the CLI, whose import costs
+    0.5 s of CPU (every command's module, the FUSE daemon, the index engine) - clawfs serve's jailed runtime,
+    restarted after each crash.  Errors and exit codes as mountd/cli.py's main."""
+    logs.to_stderr()
+    try:
+        rv = agent_group.main(args=argv, prog_name="clawfs agent", standalone_mode=False)
+    except UserError as e:
+        click.echo(f"clawfs: {e}", err=True)
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("clawfs: interrupted", err=True)
+        sys.exit(130)
+    except OSError as e:
+        click.echo(f"clawfs: {e}", err=True)
+        sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()
