@@ -26,7 +26,9 @@ not do it, since threads started at import time - BLAS pools - never inherit one
 orderly stop in a thread.  When the runtime and the receiver are done, the loop's handler is put back and
 SIGTERM raised in the loop's thread: the loop's ordinary way to end.
 
-The runtime: `--runtime jail` (default) runs `clawfs agent run MNT`, the jailed runtime; `--runtime host` runs
+The runtime: `--runtime jail` (default) runs `clawfs agent run MNT` (as `python -m mountd.agent_cli run MNT`, without
+the rest of the CLI), the jailed runtime, its jail at a normal CPU weight until the first ping and at the jail's
+low weight from then on (sandbox/jail.settle_cpu); `--runtime host` runs
 `python -m agent.liveness MNT` directly, as the mount's agent uid when there is one (no jail: for hosts without
 one, and tests).  Either way the child inherits the liveness socket ($CLAWFS_LIVENESS_FD).
 
@@ -57,6 +59,7 @@ from clawfs.errors import UserError
 from clawfs.keys import Credentials
 from clawfs.store import Store, StoreLock
 from kernel import mounts
+from sandbox import jail
 
 from . import daemon, logs
 from .notify import Notifier
@@ -271,8 +274,11 @@ class Service:
                 raise UserError(f"webhooks: cannot listen ({e.strerror or e})") from e
         if not self.cfg.agent:
             return None
+        # the jail starts at a normal CPU weight (not starved while this daemon loads the index model) and is
+        # lowered to the jail's steady weight at the runtime's first ping
+        settle = jail.settle_cpu if self.cfg.runtime == "jail" else None
         self.supervisor = Supervisor(self._spawn(), ping_timeout=self.cfg.ping_timeout, policy=self.cfg.policy,
-                                     stop_grace=self.cfg.stop_grace)
+                                     stop_grace=self.cfg.stop_grace, on_alive=settle)
         self.supervisor.start()
         deadline = time.monotonic() + self.cfg.start_timeout
         while not self.supervisor.settled.wait(0.1) and time.monotonic() < deadline:
@@ -294,8 +300,9 @@ class Service:
             if uid is not None and os.geteuid() == 0:
                 popen.update(user=uid, group=gid if gid is not None else uid, extra_groups=[])
             return spawn_command([sys.executable, "-m", "agent.liveness", mnt], **popen)
-        clawfs = str(Path(sys.executable).parent / "clawfs")
-        return spawn_command([clawfs, "agent", "run", mnt], cwd="/")
+        # `clawfs agent run MNT` through its own module: not the CLI, whose import (every command's module, the
+        # FUSE daemon, the index engine) would double the start of each restart
+        return spawn_command([sys.executable, "-m", "mountd.agent_cli", "run", mnt], cwd="/")
 
     def _status_line(self) -> str:
         parts = [f"mounted {self.cfg.store} on {self.cfg.mountpoint}"]
