@@ -173,6 +173,17 @@ def reply_exists(outbox: Path, msgid: str) -> bool:
     return cur.is_dir() and any(base_name(n) == name for n in os.listdir(cur))
 
 
+def reply_names(outbox: Path) -> set[str]:
+    """The base names of every file in the outbox's new/ and cur/ (replies among them)."""
+    found: set[str] = set()
+    for sub in ("new", "cur"):
+        try:
+            found.update(base_name(n) for n in os.listdir(outbox / sub))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return found
+
+
 def find_reply(outbox: Path, msgid: str) -> Path | None:
     name = reply_name(msgid)
     for sub in ("new", "cur"):

@@ -31,12 +31,16 @@ from typing import Any
 
 from cronsim import CronSim, CronSimError
 
+from .cache import DirCache, FileCache
+
 log = logging.getLogger(__name__)
 
 HEARTBEAT_OK = "HEARTBEAT_OK"
 HEARTBEAT_PROMPT = ("[heartbeat] Read the checklist from HEARTBEAT.md below and act on it. If nothing needs the "
                     f"user's attention, reply exactly {HEARTBEAT_OK}.\n\n")
 _NAME = re.compile(r"^[A-Za-z0-9._\-]{1,100}$")
+_dirs = DirCache()
+_files: FileCache[bytes] = FileCache(bytes, max_entries=256)
 
 
 @dataclass(frozen=True)
@@ -98,15 +102,21 @@ def load_routines(home: Path) -> tuple[list[Routine], dict[str, str]]:
     """The routines of the home, and the files that could not be used (name -> why)."""
     found, bad = [], {}
     root = home / "routines"
-    if not root.is_dir():
+    try:
+        # asked at every poll of the runtime: the folder is listed and a file read only when they changed
+        names = [n for n in _dirs.names(root) if n.endswith(".toml")]
+    except (FileNotFoundError, NotADirectoryError):
         return [], {}
-    for path in sorted(root.glob("*.toml")):
+    for file_name in names:
+        path = root / file_name
         name = path.stem
         if not _NAME.match(name):
             bad[path.name] = "the name must be letters, digits, '.', '_' or '-'"
             continue
         try:
-            found.append(parse_routine(name, tomllib.loads(path.read_text())))
+            found.append(parse_routine(name, tomllib.loads(_files.get(path).decode())))
+        except (FileNotFoundError, IsADirectoryError):
+            continue  # removed since the listing, or a folder
         except (tomllib.TOMLDecodeError, UnicodeDecodeError, ValueError) as e:
             bad[path.name] = str(e)
     return found, bad

@@ -26,8 +26,8 @@ from typing import Any
 import httpx
 
 from . import journal, maildir, routines, safety
+from .cache import DirCache
 from .config import AgentSettings, LLMSettings, load_agent, load_llm
-from .home import channels as home_channels
 from .home import maildir as channel_boxes
 from .home import make_channel
 from .llm import LLMClient, LLMError
@@ -61,15 +61,28 @@ class Runtime:
         self._last_turn: dict[str, Any] = {}
         self._started = time.time()
         self._routine_errors: dict[str, str] = {}
+        self._dirs = DirCache()  # channels/ and the inboxes' new/: listed again only when they change
+        self._waiting: dict[Path, maildir.Inbound] = {}  # parsed messages left in new/ (their thread is busy)
+        self._replies: dict[str, set[str]] = {}  # per channel, the reply names in its outbox (see _replied)
+        self._replies_lock = threading.Lock()
         self.turns = 0
 
     # -- the main loop ----------------------------------------------------------------------------------------
     def channels(self) -> list[str]:
-        names = self.only_channels or home_channels(self.home) or ["local"]
+        names = self.only_channels or self._home_channels() or ["local"]
         for name in names:
             if not (self.home / "channels" / name / "inbox" / "new").is_dir():
                 make_channel(self.home, name)
         return names
+
+    def _home_channels(self) -> list[str]:
+        """home.channels(), without listing channels/ at every poll."""
+        root = self.home / "channels"
+        try:
+            names = self._dirs.names(root)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return [n for n in names if (root / n / "inbox" / "new").is_dir()]
 
     def run(self, stop: threading.Event) -> None:
         """Until `stop` is set: then the turns in flight finish and the runtime exits."""
@@ -109,23 +122,35 @@ class Runtime:
 
     def _claim_new(self, channel: str) -> None:
         new = channel_boxes(self.home, channel)["inbox"] / "new"
-        for name in sorted(os.listdir(new)):
+        names = self._dirs.names(new)
+        if not names:
+            return
+        for name in names:
             if len(self._busy) >= self.agent.parallel_turns:
-                return
+                break
             path = new / name
-            try:
-                raw = path.read_bytes()
-            except FileNotFoundError:
-                continue
-            inbound = maildir.parse(path, raw)
+            inbound = self._waiting.get(path)
+            if inbound is None:
+                try:
+                    raw = path.read_bytes()
+                except FileNotFoundError:
+                    continue
+                inbound = maildir.parse(path, raw)
             key = (channel, inbound.thread)
             if key in self._busy:
-                continue  # one turn per thread at a time: history stays in order
+                # one turn per thread at a time: history stays in order.  Kept parsed, so a message waiting
+                # for its thread is read once, not at every poll (a Maildir name is never reused)
+                self._waiting[path] = inbound
+                continue
+            self._waiting.pop(path, None)
             claimed = maildir.claim(path)
             if claimed is None:
                 continue
             inbound.path = claimed
             self._busy[key] = self._pool.submit(self.handle, channel, inbound)
+        if len(self._waiting) > 4096:
+            present = set(names)
+            self._waiting = {p: m for p, m in self._waiting.items() if p.parent != new or p.name in present}
 
     def recover(self) -> None:
         """Messages claimed but not finished when the runtime last stopped (a crash mid-turn) are redone."""
@@ -140,9 +165,8 @@ class Runtime:
 
     # -- one message ------------------------------------------------------------------------------------------
     def handle(self, channel: str, inbound: maildir.Inbound) -> None:
-        outbox = channel_boxes(self.home, channel)["outbox"]
         try:
-            if self.state.answered(channel, inbound.msgid) or maildir.reply_exists(outbox, inbound.msgid):
+            if self.state.answered(channel, inbound.msgid) or self._replied(channel, inbound.msgid):
                 self._finish(channel, inbound, None, "answered before a restart")
                 return
             if inbound.problem is not None:
@@ -183,15 +207,30 @@ class Runtime:
                            "at": time.time(), "seconds": round(time.perf_counter() - t0, 4),
                            "llm_seconds": round(result.llm_seconds, 4), "tool_calls": result.tool_calls,
                            "delivered": not silent}
-        log.info("%s/%s: answered (%s, %d tool calls%s)", channel, inbound.thread, result.status,
-                 result.tool_calls, ", heartbeat ok: not delivered" if silent else "")
+        log.info("%s/%s: answered (%s, %d tool calls%s) in %.1f ms, %.1f ms of it the LLM's", channel,
+                 inbound.thread, result.status, result.tool_calls, ", heartbeat ok: not delivered" if silent else "",
+                 1000 * self._last_turn["seconds"], 1000 * self._last_turn["llm_seconds"])
+
+    def _replied(self, channel: str, msgid: str) -> bool:
+        """Whether the outbox holds (or held) the reply to `msgid`: its names are listed once per channel, then
+        each reply this runtime writes is added (one runtime per home, and a reply is written only by it), so a
+        turn asks the mount nothing."""
+        with self._replies_lock:
+            names = self._replies.get(channel)
+            if names is None:
+                names = self._replies[channel] = maildir.reply_names(channel_boxes(self.home, channel)["outbox"])
+            return maildir.reply_name(msgid) in names
 
     def _send(self, channel: str, inbound: maildir.Inbound, body: str) -> str:
         outbox = channel_boxes(self.home, channel)["outbox"]
         msg = maildir.make_message(body, sender=AGENT_FROM, thread=inbound.thread, in_reply_to=inbound.msgid,
                                    extra={"To": inbound.sender or "user", "Subject": "Re: " + inbound.thread})
         # the fixed name makes a second write of the same reply replace the first: answered at most once
-        maildir.deliver(outbox, msg.as_bytes(), maildir.reply_name(inbound.msgid))
+        name = maildir.reply_name(inbound.msgid)
+        maildir.deliver(outbox, msg.as_bytes(), name)
+        with self._replies_lock:
+            if (names := self._replies.get(channel)) is not None:
+                names.add(name)
         return str(msg["Message-ID"])
 
     def _fail(self, channel: str, inbound: maildir.Inbound, reply: str, reason: str,
@@ -290,14 +329,14 @@ class Runtime:
         queue = {}
         try:
             for ch in self.channels():
-                queue[ch] = len(os.listdir(channel_boxes(self.home, ch)["inbox"] / "new"))
+                queue[ch] = len(self._dirs.names(channel_boxes(self.home, ch)["inbox"] / "new"))
             saved = self.state.read("routines.json")
             self.state.write("status.json", {
                 "running": running, "pid": os.getpid(), "started_at": self._started, "updated_at": time.time(),
                 "status_every": STATUS_EVERY, "queue": queue, "in_flight": len(self._busy), "turns": self.turns,
                 "last_turn": self._last_turn,
                 "next_routines": {k: v.get("next_fire") for k, v in saved.items() if isinstance(v, dict)},
-                "routine_errors": self._routine_errors, "llm": self.llm_settings.base_url})
+                "routine_errors": self._routine_errors, "llm": self.llm_settings.base_url}, durable=False)
             self._last_status = time.time()
         except OSError as e:
             log.warning("cannot write .agent/status.json: %s", e)

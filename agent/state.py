@@ -6,17 +6,21 @@ memory, conversations, daily logs and channels):
     .agent/status.json      liveness: pid, started, updated (refreshed while running), last turn, queue depth
     .agent/compacted.json   per thread, how many history lines were written to daily/ and left out of context
 
-JSON files are replaced whole (a temporary file renamed over); the answered log is append-only.
+JSON files are replaced whole (a temporary file renamed over, fsynced but for status.json, which a crash may
+lose), kept in memory and read again only when their stat changes (agent/cache.py); the answered log is
+append-only.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from .cache import FileCache, stat_key
 from .home import STATE_DIR
 from .tools.memory import atomic_write
 
@@ -27,6 +31,7 @@ class State:
         self.dir.mkdir(exist_ok=True)
         self._lock = threading.Lock()
         self._answered: set[tuple[str, str]] | None = None
+        self._files: FileCache[bytes] = FileCache(bytes, max_entries=32)
 
     # -- answered -------------------------------------------------------------------------------------------
     def _load_answered(self) -> set[tuple[str, str]]:
@@ -59,15 +64,22 @@ class State:
 
     # -- JSON documents ---------------------------------------------------------------------------------------
     def read(self, name: str) -> dict[str, Any]:
+        """A fresh dict (the caller may change it); the file itself is read only when its stat changed."""
         try:
-            data = json.loads((self.dir / name).read_text())
-        except (FileNotFoundError, ValueError):
+            data = json.loads(self._files.get(self.dir / name))
+        except (FileNotFoundError, IsADirectoryError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}
 
-    def write(self, name: str, data: dict[str, Any]) -> None:
+    def write(self, name: str, data: dict[str, Any], durable: bool = True) -> None:
+        path = self.dir / name
+        raw = (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
         with self._lock:
-            atomic_write(self.dir / name, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+            atomic_write(path, raw, durable)
+            try:
+                self._files.put(path, stat_key(os.stat(path)), raw)  # what was written: no read back
+            except OSError:
+                self._files.forget(path)
 
 
 def read_status(home: Path) -> dict[str, Any]:

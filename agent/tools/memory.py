@@ -46,15 +46,18 @@ def _top(rel: str) -> str:
     return rel.split("/", 1)[0]
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace `path` whole: write a hidden sibling, then rename it over (readers see the old or the new)."""
+def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
+    """Replace `path` whole: write a hidden sibling, then rename it over (readers see the old or the new).
+    `durable=False` leaves out the fsync (a commit of the whole store) for what a crash may lose, e.g. the
+    liveness file rewritten every second: the mount commits it within its flush interval anyway."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -1,9 +1,10 @@
 """The WASM tool provider: every tool installed under the home's `tools/` offered to the LLM with its own
 description() and schema(), run by the tool host (sandbox/toolhost.py) when the model calls it.
 
-Listed afresh at every turn (a tool the owner installs joins at the next one); compiled components stay cached in
-the host for the life of the runtime (and on disk under $CLAWFS_WASM_CACHE when set).  A tool that cannot load is
-left out with a warning, never fatal to the turn.  Imports nothing of clawfs: only sandbox/.
+Looked at every turn (a tool the owner installs joins at the next one; tools/ is listed again only when it
+changed); compiled components stay cached in the host for the life of the runtime (and on disk under
+$CLAWFS_WASM_CACHE when set).  A tool that cannot load is left out with a warning, never fatal to the turn.
+Imports nothing of clawfs: only sandbox/.
 
 Jailed (`clawfs agent run`): with $CLAWFS_TOOLS_FD set, a call goes to the tool broker outside the jail
 (mountd/toolbroker.py), which runs it in the tool's own jailed worker, whose HTTP the daemon's proxy serves
@@ -21,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.errors import ToolError as HostError
-from sandbox.toolhost import NoEgress, ToolHost
+from sandbox.toolhost import TOOL_NAME, WASM_NAME, NoEgress, ToolHost
 from sandbox.toolworker import BrokerClient
 
+from ..cache import DirCache
 from .registry import Tool, ToolError
 
 log = logging.getLogger(__name__)
@@ -62,10 +64,21 @@ class WasmTools:
         self.broker = BrokerClient.from_env()
         self.host = ToolHost(home, cache_dir=Path(cache) if cache else None,
                              gateway=NoEgress() if self.broker else None)
+        self._dirs = DirCache()
+
+    def _names(self) -> list[str]:
+        """host.names() without listing tools/ at every turn: listed again when tools/ changes (an install
+        creates or renames a folder in it); each tool's tool.wasm is still looked at (a stat: no round trip)."""
+        root = self.host.tools_dir
+        try:
+            names = self._dirs.names(root)
+        except OSError:
+            return []
+        return [n for n in names if TOOL_NAME.match(n) and os.path.isfile(root / n / WASM_NAME)]
 
     def tools(self) -> Iterable[Tool]:
         found: list[Tool] = []
-        for name in self.host.names():
+        for name in self._names():
             try:
                 tool = self.host.tool(name)
                 description, schema = self.host.texts(tool)
