@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -23,21 +24,7 @@ from clawfs.errors import StoreBusy, UserError
 from clawfs.store import DEFAULT_BLOCK_SIZE, Store, StoreInfo, StoreLock, read_info
 from kernel import tpm
 
-from . import (
-    agent_cli,
-    bench_cli,
-    credentials,
-    daemon,
-    jail_cli,
-    logs,
-    options,
-    policy_cli,
-    searching,
-    serve,
-    serve_cli,
-    status_cli,
-    tool_cli,
-)
+from . import credentials, daemon, logs, options, searching, serve
 from .keyopts import with_key_options
 from .ui import parse_size
 
@@ -54,7 +41,35 @@ def _emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose `lazy` commands' modules are imported only when one of them runs (or `--help` lists them):
+    click's documented lazy-loading pattern.  `clawfs agent run` and the rest need not import every command's
+    module."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}  # command name -> "module.attribute"
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.lazy:
+            return super().get_command(ctx, cmd_name)
+        module, attr = self.lazy[cmd_name].rsplit(".", 1)
+        cmd = getattr(importlib.import_module(module), attr)
+        assert isinstance(cmd, click.Command), f"{self.lazy[cmd_name]} is not a click command"
+        return cmd
+
+
+LAZY_COMMANDS = {
+    "agent": "mountd.agent_cli.agent_group", "bench": "mountd.bench_cli.bench", "chat": "mountd.agent_cli.chat",
+    "jail": "mountd.jail_cli.jail_group", "policy": "mountd.policy_cli.policy_group",
+    "serve": "mountd.serve_cli.serve_command", "status": "mountd.status_cli.status", "tool": "mountd.tool_cli.tool",
+}
+
+
+@click.group(cls=LazyGroup, lazy=LAZY_COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="clawfs")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages to stderr.")
 @click.pass_context
@@ -181,7 +196,9 @@ def mkfs(store: str, passphrase_file: str | None, keyfile: str | None, recovery_
                    "recovery`) or the data is lost with this machine", err=True)
     Store.create(store, slots, block_size=parse_size(block_size), force=force, kdf=kdf, tpm_spec=spec)
     if agent_home:
-        agent_cli.seed_new_store(store, slots)
+        from .agent_cli import seed_new_store
+
+        seed_new_store(store, slots)
     if recovery_key_file and recovery_text:
         _write_secret(recovery_key_file, (recovery_text + "\n").encode(), exclusive=False)
         click.echo(f"clawfs: recovery key written to {recovery_key_file}; store it offline", err=True)
@@ -532,16 +549,6 @@ def migrate(source_uri: str, store: str, creds: keys.Credentials, user: str | No
     else:
         click.echo(migrating.summary(report))
     return migrating.exit_code(report)
-
-
-cli.add_command(bench_cli.bench)
-cli.add_command(agent_cli.agent_group)
-cli.add_command(agent_cli.chat)
-cli.add_command(tool_cli.tool)
-cli.add_command(jail_cli.jail_group)
-cli.add_command(policy_cli.policy_group)
-cli.add_command(status_cli.status)
-cli.add_command(serve_cli.serve_command)
 
 
 def main(argv: list[str] | None = None) -> None:
