@@ -451,7 +451,10 @@ def _command_paths() -> list[list[str]]:
     paths: list[list[str]] = []
 
     def walk(group: click.Group, prefix: list[str]) -> None:
-        for name, cmd in group.commands.items():
+        ctx = click.Context(group)
+        for name in group.list_commands(ctx):  # not .commands: the lazily loaded ones too (cli.LazyGroup)
+            cmd = group.get_command(ctx, name)
+            assert cmd is not None, name
             paths.append([*prefix, name])
             if isinstance(cmd, click.Group):
                 walk(cmd, [*prefix, name])
