@@ -71,6 +71,7 @@ class JailConfig:
     layers: dict[str, bool] = field(default_factory=dict)  # which layers to apply (weaker jail: some off)
     env: dict[str, str] = field(default_factory=dict)
     ca_pem: str = ""  # the store CA's certificate (sandbox/tls_ca.py): trusted in the jail beside the system's
+    agent_readonly: bool = False  # /agent bound read-only (a tool worker: it reads its tool, writes nothing)
 
 
 def runtime_paths() -> list[str]:
@@ -132,7 +133,7 @@ def _build_root(cfg: JailConfig) -> None:
     rootfs.bind_devices(f"{root}/dev")
     os.makedirs(f"{root}/tmp")
     rootfs.mount_tmpfs(f"{root}/tmp", size=cfg.tmp_size, mode=0o1777)
-    rootfs.bind(cfg.mount, f"{root}/agent", readonly=False, extra=rootfs.MS_NOSUID | rootfs.MS_NODEV)
+    rootfs.bind(cfg.mount, f"{root}/agent", readonly=cfg.agent_readonly, extra=rootfs.MS_NOSUID | rootfs.MS_NODEV)
     # A procfs of the host's pid namespace holds /proc's place until pid 1 mounts its own over it (a user
     # namespace may mount proc only where one is already fully visible).
     rootfs.mount_proc(f"{root}/proc")
@@ -169,7 +170,8 @@ def _confine(cfg: JailConfig) -> None:
     privileges.apply_rlimits(privileges.Rlimits())
     privileges.set_no_new_privs()
     if cfg.layers.get("landlock", True):
-        landlock.restrict(landlock.Policy(read_only=["/"], read_write=["/agent", "/tmp"],
+        writable = ["/tmp"] if cfg.agent_readonly else ["/agent", "/tmp"]
+        landlock.restrict(landlock.Policy(read_only=["/"], read_write=writable,
                                           read_write_files=[f"/dev/{d}" for d in rootfs.DEVICES],
                                           tcp_connect_ports=[cfg.proxy_port]))
     privileges.drop_all_capabilities()
