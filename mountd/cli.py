@@ -24,7 +24,7 @@ from clawfs.errors import StoreBusy, UserError
 from clawfs.store import DEFAULT_BLOCK_SIZE, Store, StoreInfo, StoreLock, read_info
 from kernel import tpm
 
-from . import credentials, daemon, logs, options, searching, serve
+from . import credentials, logs, options
 from .keyopts import with_key_options
 from .ui import parse_size
 
@@ -219,6 +219,8 @@ def mkfs(store: str, passphrase_file: str | None, keyfile: str | None, recovery_
 @click.pass_context
 def mount(ctx: click.Context, store: str, mountpoint: str, opts: tuple[str, ...], foreground: bool) -> int:
     """Mount STORE on MOUNTPOINT; returns once the mount is live."""
+    from . import daemon, serve  # here, not at the top: the FUSE daemon's imports cost every command 0.5 s
+
     mo = options.parse(list(opts))
     if not os.path.exists(store):
         raise UserError(f"{store}: no such store (create one with `clawfs mkfs {store}`)")
@@ -240,6 +242,8 @@ def mount(ctx: click.Context, store: str, mountpoint: str, opts: tuple[str, ...]
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the daemon to exit.")
 def umount(mountpoint: str, timeout: float) -> int:
     """Unmount and wait until the daemon has flushed the store and exited."""
+    from . import daemon, serve
+
     if serve.stop_running(mountpoint, timeout):  # a `clawfs serve` mount: its daemon stops it all, in order
         return 0
     daemon.umount(mountpoint, timeout=timeout)
@@ -446,6 +450,8 @@ def search(query: str | None, like: str | None, mountpoint: str | None, store: s
            creds: keys.Credentials, k: int, prefix: str | None, as_json: bool) -> int:
     """Find files by meaning (and words): hybrid vector + BM25 search, best first.  With --similar PATH
     instead of QUERY: the files closest in meaning to that indexed file (PATH relative to the mount root)."""
+    from . import searching  # here: the index engine's imports (numpy) cost every command 0.25 s
+
     if bool(mountpoint) == bool(store):
         raise UserError("give exactly one of --mount MOUNTPOINT or --store STORE")
     if (query is None) == (like is None):
@@ -501,6 +507,8 @@ def _shown_path(path: str) -> str:
 @with_key_options
 def reindex(store: str, embedder: str | None, creds: keys.Credentials) -> int:
     """Rebuild STORE's index from its files (with another embedder if given)."""
+    from . import searching
+
     st = Store.open(store, creds)
     try:
         files = searching.reindex(st, embedder, show_progress=sys.stderr.isatty())
