@@ -7,12 +7,13 @@ frames).  The broker picks the worker by NAME, and the worker loads `tools/NAME`
 sends it gets NAME's code run under NAME's lease: NAME's allowlist and credentials, nothing more.
 
 Workers: `python -m sandbox.toolworker NAME` in a jail built as `clawfs jail exec --tool NAME` builds it (same
-root, limits, seccomp, Landlock, netns with only lo, the mount's agent uid), its proxy socket leased to the daemon
-for NAME (the daemon refuses a tool that is not installed), its only other descriptor a socket pair to this
-broker.  Started at the first call of NAME, kept warm (the component stays compiled in it), one call at a time
-each; a worker that dies or wedges is dropped (its jail killed, its lease ended) and the call answered with a
-ToolError of kind `worker` (or `timeout`); the next call of NAME starts a new one.  A call waits at most the
-tool's wall time (`limits.toml`, IronClaw's 60 s by default) plus START_SLACK for a worker's start.
+root, seccomp, Landlock, netns with only lo, the mount's agent uid; but /agent read-only, 1 GiB and 64 pids), its
+proxy socket leased to the daemon for NAME (the daemon refuses a tool that is not installed), its only other
+descriptor a socket pair to this broker.  Started at the first call of NAME, kept warm (the component stays
+compiled in it), one call at a time each; a worker that dies or wedges is dropped (its jail killed, its lease
+ended) and the call answered with a ToolError of kind `worker` (or `timeout`); the next call of NAME starts a new
+one.  A worker has START_SECONDS to say it is ready; a call waits at most the tool's wall time (`limits.toml`,
+IronClaw's 60 s by default; the worker enforces it) plus CALL_SLACK, after which the worker is taken as wedged.
 
 Nothing crosses between workers or from the runtime to a worker but the frames relayed here: each worker's
 channel is an anonymous socket pair held by this process, each jail has a network namespace of its own, so no
@@ -170,7 +171,7 @@ class Broker:
                 else jail.JAIL_UID
             gid = lease.agent_gid if self.uid is None and lease.agent_gid is not None else uid
             cfg = jail.JailConfig(mount=str(self.home), uid=uid, gid=gid, allow_weaker=self.allow_weaker,
-                                  ca_pem=lease.ca_pem, memory=WORKER_MEMORY, pids=WORKER_PIDS)
+                                  ca_pem=lease.ca_pem, memory=WORKER_MEMORY, pids=WORKER_PIDS, agent_readonly=True)
             try:
                 j = jail.start(cfg, ["python3", "-m", "sandbox.toolworker", name], fds={WORKER_ENV: theirs.fileno()},
                                stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno())

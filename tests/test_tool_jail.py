@@ -15,6 +15,7 @@ started by tests/egress_daemon.py, which lets its egress resolve those names to 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -233,3 +234,18 @@ def test_the_runtime_reaches_a_worker_only_through_the_broker(setup: Setup) -> N
         broker.close()
     wait_for(lambda: json.loads((s.mnt / ".clawfs" / "status").read_text())["proxy"]["jails"] == [], timeout=30,
              what="every worker's lease to end")
+
+
+def test_a_workers_jail_reads_the_home_and_cannot_write_it(setup: Setup) -> None:
+    """The broker's workers get /agent read-only (JailConfig.agent_readonly): a worker reads its tool, and one
+    broken out of wasmtime still could not change the home."""
+    script = ("import errno, sys\nassert open('/agent/tools/fetch/tool.wasm', 'rb').read(9) == b';; fetch:'\n"
+              "try:\n    open('/agent/notes-from-a-worker', 'w')\nexcept OSError as e:\n    sys.exit(e.errno)\n"
+              "sys.exit(0)")
+    cfg = jail.JailConfig(mount=str(setup.mnt), agent_readonly=True)
+    assert jail.run(cfg, ["python3", "-c", script], timeout=120) == errno.EROFS
+    assert not (setup.mnt / "notes-from-a-worker").exists()
+    writable = jail.JailConfig(mount=str(setup.mnt))
+    assert jail.run(writable, ["python3", "-c", script], timeout=120) == 0, "the runtime's jail may write"
+    assert (setup.mnt / "notes-from-a-worker").exists()
+
