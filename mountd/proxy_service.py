@@ -288,7 +288,10 @@ class ProxyService:
     def _capability(self, tool: str) -> HttpCapability | None:
         if tool == RUNTIME:
             return network_allowlist(home_files.read(self.store, "settings/network.toml"))
-        return tool_capability(home_files.read(self.store, f"tools/{tool}/capabilities.json"), tool)
+        data = home_files.read(self.store, f"tools/{tool}/capabilities.json")
+        if data is None and "tool.wasm" in home_files.listdir(self.store, f"tools/{tool}"):
+            return None  # installed without a capabilities file: no capability at all, as the tool host reads it
+        return tool_capability(data, tool)
 
     def _client(self, tool: str) -> proxy.ProxyClient:
         http, llm = self.in_loop(lambda: (self._capability(tool), self._read_llm()))
