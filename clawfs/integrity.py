@@ -13,12 +13,15 @@ rows from two copies of a store adds up to its sum only by a 2^-256 chance.
 from __future__ import annotations
 
 import hmac
+import logging
 import struct
 from collections.abc import Iterable
 
 from . import crypto
 from .db import Database, InodeRow
 from .errors import IntegrityError
+
+log = logging.getLogger("clawfs.integrity")
 
 MOD = 1 << 256
 ZERO = bytes(32)
@@ -84,8 +87,10 @@ class Root:
     """The store root: R = the sum of the terms of every inode and entry MAC, kept in `meta.root` as R || MAC,
     the MAC over the rollback counter value the store records (0 without rollback protection).
 
-    Inside a unit of work (`depth` > 0, kept by `Store.transaction`) changes only add up in memory and `flush`
-    writes R once at the unit's end, inside its transaction; a unit that fails goes back to its `mark`."""
+    Inside a unit of work (`depth` > 0, kept by `Store.transaction`) changes are only listed (`pending`: sign,
+    kind, MAC); `flush` adds them into R just before the transaction commits (`Database.before_commit`), so a
+    mount's group commit writes R once per batch, and a row rewritten N times in a batch costs two terms, not 2N
+    (the MACs in between come and go).  A unit that fails cuts the list back to where it began."""
 
     TERM_CACHE = 8192
 
@@ -95,7 +100,7 @@ class Root:
         self._last: tuple[bytes, int] | None = None  # the value this connection wrote last: known authentic
         self._terms: dict[tuple[bytes, bytes], int] = {}  # (kind, MAC) -> term, for MACs this store wrote
         self.depth = 0
-        self.pending = 0
+        self.pending: list[tuple[int, bytes, bytes]] = []
 
     def term(self, kind: bytes, mac: bytes) -> int:
         key = (kind, mac)
@@ -119,7 +124,8 @@ class Root:
 
     def stored(self) -> int | None:
         """The stored R if its MAC holds for the recorded counter value, else None."""
-        blob, counter = self._db.meta_get("root"), self._counter()
+        blob, counter = self._db.meta_pair("root", "rollback_counter")
+        counter = 0 if counter is None else int(counter)
         if blob is None:
             return None
         blob = bytes(blob)
@@ -131,29 +137,30 @@ class Root:
     def change(self, add: Iterable[tuple[bytes, bytes | None]] = (),
                remove: Iterable[tuple[bytes, bytes | None]] = ()) -> None:
         """Rows came and went (kind, MAC): R follows, in the caller's unit of work."""
-        delta = 0
-        for kind, mac in add:
-            if mac:
-                delta += self.term(kind, mac)
-        for kind, mac in remove:
-            if mac:
-                delta -= self.term(kind, mac)
-        if self.depth:
-            self.pending += delta
-        else:
-            self._apply(delta)
+        changes = [(1, kind, mac) for kind, mac in add if mac] + [(-1, kind, mac) for kind, mac in remove if mac]
+        self.pending.extend(changes)
+        if not self.depth:
+            self.flush()
 
     def flush(self) -> None:
-        delta, self.pending = self.pending, 0
+        """Write the pending changes into R (before a commit).  An R that fails its MAC is never built upon (that
+        would bless a forged sum): the rows commit without it and the next mount refuses the store."""
+        net: dict[tuple[bytes, bytes], int] = {}
+        for sign, kind, mac in self.pending:
+            net[kind, mac] = net.get((kind, mac), 0) + sign
+        self.pending.clear()
+        delta = sum(n * self.term(kind, mac) for (kind, mac), n in net.items() if n)
         if delta % MOD:
-            self._apply(delta)
+            try:
+                self._apply(delta)
+            except IntegrityError as e:
+                log.error("integrity: %s", e)
 
     def _apply(self, delta: int) -> None:
-        # An R that fails its MAC is never built upon (that would bless a forged sum): EIO instead.
         total = self.stored()
         if total is None:
-            raise IntegrityError("the store root fails authentication (the meta table was edited); "
-                                 "run `clawfs fsck`")
+            raise IntegrityError("the store root fails authentication (the meta table was edited); the next "
+                                 "mount will refuse the store: run `clawfs fsck`")
         self._seal(total + delta, self._counter())
 
     def compute(self) -> int:
@@ -174,7 +181,7 @@ class Root:
 
     def reseal(self, total: int | None = None) -> None:
         """Seal R again (the recorded counter value changed): from the rows, unless the caller just computed it."""
-        self.pending = 0
+        self.pending.clear()
         self._seal(self.compute() if total is None else total, self._counter())
 
 

@@ -13,7 +13,6 @@ are absent, read as zeros.  Truncation trims the last block so that stale bytes 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import fcntl
 import json
@@ -23,7 +22,7 @@ import stat
 import struct
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +61,10 @@ SPACE_RESERVE = 24 * 1024 * 1024
 """Free space kept back on the store's filesystem: writes that would eat into it get ENOSPC, so that deletes,
 purges and the WAL checkpoint (which needs up to CHECKPOINT_PAGES of room) can always still run."""
 _HEADER = struct.Struct(">16sQ")
+
+
+def _clone(row: InodeRow) -> InodeRow:
+    return Database.inode_from(Database.inode_raw(row))  # a field-by-field copy (copy.copy is slower)
 
 
 def store_files(path: str) -> list[str]:
@@ -161,7 +164,10 @@ class Store:
         # ino -> (the block sum it was verified against, index -> tag); see _block_map
         self._maps: OrderedDict[int, tuple[bytes, dict[int, bytes]]] = OrderedDict()
         self._root = integrity.Root(db, env)
+        db.before_commit = self._root.flush
         self._rows: OrderedDict[int, tuple[Any, ...]] = OrderedDict()  # see VERIFIED_ROWS
+        # (parent, sealed name) -> (inode, MAC, generation) of entries verified or written here, likewise
+        self._bindings: OrderedDict[tuple[int, bytes], tuple[int, Any, Any]] = OrderedDict()
         self.was_unclean = False
 
     # -- lifecycle ------------------------------------------------------------------------------------------
@@ -297,15 +303,13 @@ class Store:
     @contextlib.contextmanager
     def _root_unit(self) -> Iterator[None]:
         root = self._root
-        mark = root.pending
+        mark = len(root.pending)
         root.depth += 1
         try:
             with self._db.transaction():
                 yield
-                if root.depth == 1:
-                    root.flush()  # the unit's one update of the store root, inside its transaction
         except BaseException:
-            root.pending = mark
+            del root.pending[mark:]
             raise
         finally:
             root.depth -= 1
@@ -329,6 +333,8 @@ class Store:
         # fsync'd) writes are gone as after a crash.  The free-space reserve makes this practically unreachable.
         if self._db.batching and not self._db.in_transaction():
             log.error("the store's disk filled up mid-batch: writes of the last moments were rolled back")
+        if not self._db.in_transaction():
+            self._root.pending.clear()  # the rows those changes were for are gone too
         self._cache.clear()
 
     def batch_commits(self) -> None:
@@ -407,16 +413,19 @@ class Store:
             raise NotFound(f"inode {ino}")
         return row
 
-    def _put_inode(self, old: InodeRow | None, new: InodeRow) -> None:
+    def _put_inode(self, old: InodeRow | None, new: InodeRow, *, may_be_stale: bool = False) -> bool:
         new.mac = integrity.inode_mac(self._env, new)
         if not new.mac:
             raise FsError(f"inode {new.id}: a field is out of range", err=errno.EINVAL)
         # Only over the row `old` was read as: writing over a row changed since (a stale row object) would take
         # the wrong term out of the root and leave the store unmountable.
         if not self._db.inode_write(new, expect_mac=old.mac if old else b""):
+            if may_be_stale:
+                return False
             raise IntegrityError(f"inode {new.id} changed under this change (stale row, or edited meanwhile)")
         self._seen(Database.inode_raw(new))
         self._root.change(add=[(integrity.INODE, new.mac)], remove=[(integrity.INODE, old.mac)] if old else [])
+        return True
 
     def new_inode(self, mode: int, uid: int, gid: int, *, rdev: int = 0, parent: int | None = None,
                   target: bytes | None = None, flags: int = 0) -> InodeRow:
@@ -434,12 +443,25 @@ class Store:
         return row
 
     def update(self, ino: int, **fields: Any) -> None:
-        old = self.get(ino)
-        self._put_inode(old, dataclasses.replace(old, **fields))
+        self._change(ino, lambda row: row.__dict__.update(fields))
 
     def adjust(self, ino: int, column: str, delta: int) -> None:
+        self._change(ino, lambda row: setattr(row, column, getattr(row, column) + delta))
+
+    def _change(self, ino: int, edit: Callable[[InodeRow], object]) -> None:
+        """Edit the inode's row.  The row this store last verified or wrote stands in for a read: the guarded
+        write goes through only if the stored row still has that MAC (else it is read and checked, and the edit
+        made again).  Columns edited behind a MAC that stayed are simply written over with authentic values."""
+        seen = self._rows.get(ino)
+        if seen is not None:
+            old, new = Database.inode_from(seen), Database.inode_from(seen)
+            edit(new)
+            if self._put_inode(old, new, may_be_stale=True):
+                return
         old = self.get(ino)
-        self._put_inode(old, dataclasses.replace(old, **{column: getattr(old, column) + delta}))
+        new = _clone(old)
+        edit(new)
+        self._put_inode(old, new)
 
     def purge(self, ino: int) -> None:
         """Delete an inode with its blocks and xattrs (it has no entries, lookups or open handles left).  Only an
@@ -484,28 +506,45 @@ class Store:
         if found is None:
             return None
         ino, mac, gen = found
-        self._bound(parent, blob, ino, mac, gen)
+        if self._bindings.get((parent, blob)) != found:
+            self._bound(parent, blob, ino, mac, gen)
+            self._bind(parent, blob, found)
         return ino
 
-    def _entry_mac(self, parent: int, blob: bytes, ino: int) -> bytes:
+    def _bind(self, parent: int, blob: bytes, found: tuple[int, Any, Any] | None) -> None:
+        key = (parent, blob)
+        if found is None:
+            self._bindings.pop(key, None)
+            return
+        self._bindings[key] = found
+        self._bindings.move_to_end(key)
+        if len(self._bindings) > VERIFIED_ROWS:
+            self._bindings.popitem(last=False)
+
+    def _generation(self, ino: int) -> int | None:
         seen = self._rows.get(ino)
-        gen = seen[1] if seen is not None else self._db.inode_generation(ino)
-        return integrity.entry_mac(self._env, parent, blob, ino, gen)
+        return int(seen[1]) if seen is not None else self._db.inode_generation(ino)
 
     def add_entry(self, parent: int, name: bytes, ino: int) -> None:
         blob = self._env.seal_name(parent, name)
-        mac = self._entry_mac(parent, blob, ino)
+        gen = self._generation(ino)
+        mac = integrity.entry_mac(self._env, parent, blob, ino, gen)
         self._db.dentry_insert(parent, blob, ino, mac)
+        self._bind(parent, blob, (ino, mac, gen))
         self._root.change(add=[(integrity.ENTRY, mac)])
 
     def remove_entry(self, parent: int, name: bytes) -> None:
-        old = self._db.dentry_delete(parent, self._env.seal_name(parent, name))
+        blob = self._env.seal_name(parent, name)
+        old = self._db.dentry_delete(parent, blob)
+        self._bind(parent, blob, None)
         self._root.change(remove=[(integrity.ENTRY, old)])
 
     def set_entry(self, parent: int, name: bytes, ino: int) -> None:
         blob = self._env.seal_name(parent, name)
-        mac = self._entry_mac(parent, blob, ino)
+        gen = self._generation(ino)
+        mac = integrity.entry_mac(self._env, parent, blob, ino, gen)
         old = self._db.dentry_set_ino(parent, blob, ino, mac)
+        self._bind(parent, blob, (ino, mac, gen))
         self._root.change(add=[(integrity.ENTRY, mac)], remove=[(integrity.ENTRY, old)])
 
     def path_of(self, ino: int) -> bytes | None:
@@ -646,7 +685,8 @@ class Store:
 
     def _set_blocks(self, row: InodeRow, tags: dict[int, bytes], total: int) -> None:
         """`row`'s block set changed to `tags` with sum `total`: the row records the sum, the map follows."""
-        new = dataclasses.replace(row, bsum=integrity.to_bytes(total))
+        new = _clone(row)
+        new.bsum = integrity.to_bytes(total)
         self._put_inode(row, new)
         row.bsum, row.mac = new.bsum, new.mac  # the caller's row stays current: it may be passed again
         self._maps[row.id] = (new.bsum, tags)  # mutated in place: a rolled-back unit's sum never matches it again

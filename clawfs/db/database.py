@@ -157,6 +157,8 @@ class Database:
         self._execute(f"PRAGMA mmap_size = {MMAP_BYTES}")  # reads of the database file without a pread per page
         self._execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
         self._checkpointer: _Checkpointer | None = None
+        self.before_commit: Callable[[], None] | None = None
+        """Called inside the transaction just before each COMMIT this class issues (the store root's flush)."""
         self.batching = False
         """When True, units of work accumulate in one transaction until commit_batch (see Store.batch_commits)."""
 
@@ -209,7 +211,12 @@ class Database:
                     self._execute("ROLLBACK")
                 raise
             if own and not self.batching:
-                self._execute("COMMIT")
+                self._commit()
+
+    def _commit(self) -> None:
+        if self.before_commit is not None:
+            self.before_commit()
+        self._execute("COMMIT")
 
     def in_transaction(self) -> bool:
         return bool(self.conn.in_transaction)
@@ -218,7 +225,7 @@ class Database:
         """Commit the open batch (group commit): many requests, one WAL append of each page they dirtied."""
         if self.conn.in_transaction:
             with storage_errors():
-                self._execute("COMMIT")
+                self._commit()
 
     def durable_commit(self) -> None:
         """Make everything committed so far survive a power cut (what fsync promises)."""
@@ -279,6 +286,12 @@ class Database:
             self._execute("DELETE FROM settings WHERE key = ?", (key,))
         else:
             self._execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value))
+
+    def meta_pair(self, a: str, b: str) -> tuple[Any, Any]:
+        """Two meta values in one query."""
+        found: dict[Any, Any] = {k: v for k, v in self._execute("SELECT key, value FROM meta WHERE key IN (?, ?)",
+                                                                 (a, b))}
+        return found.get(a), found.get(b)
 
     def meta_all(self) -> dict[str, Any]:
         return {k: v for k, v in self._execute("SELECT key, value FROM meta")}
