@@ -91,6 +91,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
             other = http_caps(srv.port)
             other["http"]["allowlist"][0]["host"] = OTHER  # type: ignore[index]
             install(mnt, "fetchother", wat("fetch"), other)
+            install(mnt, "echo", wat("echo"))  # no capabilities.json: no capability at all, still runs
             yield Setup(store, mnt, srv, llm)
         finally:
             llm.stop()
@@ -230,6 +231,9 @@ def test_the_runtime_reaches_a_worker_only_through_the_broker(setup: Setup) -> N
         again = call("/api/ok", 8)
         assert again == {**again, "id": 8, "ok": True, "output": '{"ok": true}'}, again
         assert broker.status()["started"] == 2 and broker.status()["died"] == 1
+        echo = broker.call({"id": 9, "op": "call", "tool": "echo", "params": '{"text": "hi"}'})
+        assert echo["ok"] is True and echo["output"] == '{"text": "hi"}', echo
+        assert set(broker.status()["workers"]) == {"fetch", "echo"}
     finally:
         broker.close()
     wait_for(lambda: json.loads((s.mnt / ".clawfs" / "status").read_text())["proxy"]["jails"] == [], timeout=30,
