@@ -1,17 +1,21 @@
 """`clawfs serve` figures: time from the command to READY=1 (sd_notify, on a datagram socket of ours) with a
 home of N files (default 10,000; the index model loads in the background), the restart time of a runtime
 killed with SIGKILL (from the kill to the new runtime's first liveness ping, as the daemon's log stamps it;
-the first backoff step alone is 1 s by policy), and the memory (PSS) of the whole service at idle.
+the policy restarts a first failure at once), and the memory (PSS) of the whole service at idle.  Each run also
+has its phases from the daemon's log (the runtime spawned, its jail's proxy served, its first ping; after the
+kill: the death seen and the successor spawned) and the 1-minute load average before it: this machine is shared.
 
-    python -m bench.serve [--files 10000] [--runs 3] [--runtime host|jail] [--out bench/results]
+    python -m bench.serve [--files 10000] [--runs 3] [--runtime host|jail] [--home DIR] [--out bench/results]
 
 `--runtime jail` mounts with `allow_other,agent_uid=64010` and runs the runtime in the jail (root only); writes
-bench/results/serve.json, or serve_jail.json for the jail (bench.machine.write_report).
+bench/results/serve.json, or serve_jail.json for the jail (bench.machine.write_report).  `--home DIR` keeps the
+store built there and reuses it on the next call (the home of 10,000 files takes about a minute to write).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import signal
@@ -26,6 +30,7 @@ from typing import Any
 
 from bench.machine import REPO, machine_info, write_report
 from mountd import serve as serve_mod
+from mountd.supervisor import RestartPolicy
 from tests.llm_server import ScriptedLLM
 
 CLAWFS = str(Path(sys.executable).parent / "clawfs")
@@ -73,14 +78,31 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def alive_stamps(log: Path) -> list[float]:
-    """Wall-clock times of the daemon's "agent runtime is alive" lines (its log's millisecond stamps)."""
-    stamps = []
+def stamps(log: Path, what: str) -> list[float]:
+    """Wall-clock times of the daemon's log lines containing `what` (its log's millisecond stamps)."""
+    found = []
     for line in log.read_text().splitlines():
-        if "agent runtime is alive" in line:
-            when = dt.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
-            stamps.append(when.timestamp())
-    return stamps
+        if what in line:
+            with contextlib.suppress(ValueError):
+                found.append(dt.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp())
+    return found
+
+
+def alive_stamps(log: Path) -> list[float]:
+    return stamps(log, "agent runtime is alive")
+
+
+def phases(log: Path, t0: float, killed_at: float) -> dict[str, float | None]:
+    """Seconds from the start (and from the kill) to each step the daemon's log stamps."""
+    def at(what: str, i: int, since: float) -> float | None:
+        found = stamps(log, what)
+        return round(found[i] - since, 3) if len(found) > i else None
+
+    return {"spawned": at("agent runtime started", 0, t0), "jail_served": at("egress proxy: serving jail", 0, t0),
+            "first_ping": at("agent runtime is alive", 0, t0),
+            "death_seen_after_kill": at("agent runtime: killed", 0, killed_at),
+            "respawned_after_kill": at("agent runtime started", 1, killed_at),
+            "jail_served_after_kill": at("egress proxy: serving jail", 1, killed_at)}
 
 
 def one_run(store: Path, mnt: Path, pw: Path, root: Path, n: int, idle: float, runtime: str) -> dict[str, Any]:
@@ -90,6 +112,8 @@ def one_run(store: Path, mnt: Path, pw: Path, root: Path, n: int, idle: float, r
     sock.settimeout(300)
     log = root / f"serve-{n}.stderr"
     env = dict(os.environ, NOTIFY_SOCKET=str(path))
+    load = os.getloadavg()[0]
+    t0_wall = time.time()
     t0 = time.perf_counter()
     with open(log, "w") as err:
         opts = f"passphrase_file={pw}" + (",allow_other,agent_uid=64010" if runtime == "jail" else "")
@@ -116,7 +140,8 @@ def one_run(store: Path, mnt: Path, pw: Path, root: Path, n: int, idle: float, r
         code = proc.wait(120)
         sock.close()
     return {"ready_seconds": round(ready, 3), "restart_seconds": round(restart, 3),
-            "idle_pss_mib": round(pss / 1024, 1), "exit_code": code}
+            "idle_pss_mib": round(pss / 1024, 1), "exit_code": code, "load_1min_before": round(load, 2),
+            "phases_seconds": phases(log, t0_wall, killed_at)}
 
 
 def main() -> None:
@@ -125,24 +150,29 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--idle", type=float, default=10.0, help="seconds after READY before memory is measured")
     ap.add_argument("--runtime", choices=["host", "jail"], default="host")
+    ap.add_argument("--home", help="build the store here once and reuse it (default: a temporary directory)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="clawfs-serve-bench-") as tmp:
-        root = Path(tmp)
-        store, mnt, pw = root / "agent.claw", root / "mnt", root / "pw"
+    with contextlib.ExitStack() as stack:
+        root = Path(args.home) if args.home else Path(stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="clawfs-serve-bench-")))
+        root.mkdir(parents=True, exist_ok=True)
+        store, mnt, pw = root / f"agent-{args.files}.claw", root / "mnt", root / "pw"
         pw.write_text(PW)
-        mnt.mkdir()
-        sh("mkfs", str(store), "--passphrase-file", str(pw), "--agent-home")
+        mnt.mkdir(exist_ok=True)
+        built = store.exists()
+        if not built:
+            sh("mkfs", str(store), "--passphrase-file", str(pw), "--agent-home")
         sh("mount", str(store), str(mnt), "-o", f"passphrase_file={pw},noindex")
         llm = ScriptedLLM().start()
         try:
             (mnt / "settings" / "llm.toml").write_text(f'[llm]\nbase_url = "{llm.base_url}"\nmodel = "bench"\n')
             (mnt / "settings" / "agent.toml").write_text("[agent]\nheartbeat_minutes = 0\n")
-            t0 = time.perf_counter()
-            fill(mnt, args.files)
-            build = time.perf_counter() - t0
+            if not built:
+                t0 = time.perf_counter()
+                fill(mnt, args.files)
+                print(f"bench: home of {args.files} files built in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
             sh("umount", str(mnt))
-            print(f"bench: home of {args.files} files built in {build:.0f} s", file=sys.stderr)
             runs = [one_run(store, mnt, pw, root, i, args.idle, args.runtime) for i in range(args.runs)]
         finally:
             llm.stop()
@@ -152,7 +182,9 @@ def main() -> None:
     report = {"bench": "serve", "files": args.files, "runtime": args.runtime, "runs": runs,
               "ready_seconds_median": med("ready_seconds"), "ready_target_seconds": 3.0,
               "restart_seconds_median": med("restart_seconds"), "restart_target_seconds": 1.0,
-              "restart_backoff_seconds": 1.0, "idle_pss_mib_median": med("idle_pss_mib"),
+              "restart_backoff_seconds": RestartPolicy().on_failure(1.0, 0.0),  # the first failure's wait
+              "load_1min_before_runs": [r["load_1min_before"] for r in runs],
+              "idle_pss_mib_median": med("idle_pss_mib"),
               "machine": machine_info()}
     write_report(Path(args.out), "serve" if args.runtime == "host" else "serve_jail", report)
 
