@@ -396,8 +396,9 @@ class ProxyService:
                 os.close(fd)
             raise ValueError("expected op socket with one descriptor")
         listener = socket.socket(fileno=fds[0])
+        # The LLM endpoint is on the runtime's list only: a tool's lease (its worker's jail) is refused it.
         px = proxy.EgressProxy(self.egress, proxy.Audit(self._record), secret_values=self._secret_values,
-                               llm_source=self._llm, ca=self.ca)
+                               llm_source=self._llm if tool == RUNTIME else _no_llm, ca=self.ca)
         cgroup = msg.get("cgroup") if isinstance(msg.get("cgroup"), dict) else None
         root_dir = msg.get("root_dir") if isinstance(msg.get("root_dir"), str) else ""
         with self._lock:
@@ -422,6 +423,11 @@ class ProxyService:
         jail.px.close()
         jail.listener.close()
         log.info("egress proxy: jail %d ended (%s)", jail.id, jail.px.audit.counts)
+
+
+def _no_llm() -> proxy.LlmEndpoint | None:
+    """A tool's lease: the LLM endpoint is on the runtime's list (settings/llm.toml), not on any tool's."""
+    return None
 
 
 def _no_loop(fn: Callable[[], Any]) -> Any:

@@ -253,3 +253,24 @@ def test_a_workers_jail_reads_the_home_and_cannot_write_it(setup: Setup) -> None
     assert jail.run(writable, ["python3", "-c", script], timeout=120) == 0, "the runtime's jail may write"
     assert (setup.mnt / "notes-from-a-worker").exists()
 
+
+
+def test_a_tools_lease_does_not_reach_the_llm_endpoint(setup: Setup) -> None:
+    """The LLM endpoint of settings/llm.toml is on the runtime's list, not on a tool's: a jail leased as a tool
+    (a worker's, or `jail exec --tool`) is refused it, the runtime's own jail is not."""
+    url = setup.llm.base_url + "/chat/completions"
+    script = ("import urllib.request as u, urllib.error as e\n"
+              f"r = u.Request({url!r}, data=b'{{}}', headers={{'Content-Type': 'application/json'}})\n"
+              "try:\n    print(u.urlopen(r, timeout=30).status)\nexcept e.HTTPError as x:\n    print(x.code)\n")
+
+    def status(tool: str | None) -> str:
+        p = subprocess.run([sys.executable, "-m", "mountd.cli", "jail", "exec", str(setup.mnt),
+                            *(["--tool", tool] if tool else []), "--", "python3", "-c", script],
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        return p.stdout.strip()
+
+    assert status(None) == "200"  # reached (the scripted LLM answers even an empty request)
+    assert status("fetch") == "403"
+    refused = [x for x in setup.audit() if x["tool"] == "fetch"]
+    assert refused and not refused[0]["allowed"], refused
