@@ -14,6 +14,7 @@ KINDS = {
     "not-found": "no such tool",
     "tool": "the tool reported an error of its own",
     "blocked": "the output was withheld by the leak detector",
+    "worker": "the tool's jailed worker could not start or died during the call (mountd/toolbroker.py)",
 }
 
 
