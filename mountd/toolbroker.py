@@ -15,6 +15,11 @@ ended) and the call answered with a ToolError of kind `worker` (or `timeout`); t
 one.  A worker has START_SECONDS to say it is ready; a call waits at most the tool's wall time (`limits.toml`,
 IronClaw's 60 s by default; the worker enforces it) plus CALL_SLACK, after which the worker is taken as wedged.
 
+A tool-invoke of another tool comes back here mid-call (sandbox/toolworker.py's `invoke` frame): the alias is
+checked against the calling tool's own capabilities.json, read here; the depth is counted here (at most
+MAX_INVOKE_DEPTH, as in process); a tool already in the chain is refused (its worker is busy with the outer
+call); the target runs in its own worker, under its own lease.
+
 Nothing crosses between workers or from the runtime to a worker but the frames relayed here: each worker's
 channel is an anonymous socket pair held by this process, each jail has a network namespace of its own, so no
 process of one jail can dial another's.
@@ -34,9 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from clawfs.errors import UserError
+from sandbox import capabilities as caps_mod
 from sandbox import jail
 from sandbox.errors import ToolError
-from sandbox.toolhost import LIMITS_NAME, TOOL_NAME, load_limits
+from sandbox.toolhost import CAPS_NAME, LIMITS_NAME, MAX_INVOKE_DEPTH, TOOL_NAME, load_limits
 from sandbox.toolworker import WORKER_ENV, error_frame, recv_frame, send_frame
 
 from .control_socket import JailLease
@@ -102,21 +108,33 @@ class Broker:
                 raise ToolError("not-found", f"{name!r} is not a tool name")
             with self._lock:
                 self.counts["calls"] += 1
-            worker = self._worker(name)
-            return self._relay(worker, {**frame, "tool": name})
+            return self._run(name, frame.get("params"), frame.get("context"), call_id, 0, (name,))
         except ToolError as e:
             return error_frame(call_id, e)
 
-    def _relay(self, worker: Worker, frame: dict[str, Any]) -> dict[str, Any]:
+    def _run(self, name: str, params: object, context: object, call_id: object, depth: int,
+             chain: tuple[str, ...]) -> dict[str, Any]:
+        """NAME's worker runs one call at `depth` (0 from the runtime; the broker's count, never the caller's)."""
+        worker = self._worker(name)
+        frame = {"id": call_id, "op": "call", "tool": name, "params": params, "context": context, "depth": depth}
+        return self._relay(worker, frame, depth, chain)
+
+    def _relay(self, worker: Worker, frame: dict[str, Any], depth: int, chain: tuple[str, ...]) -> dict[str, Any]:
         try:
             wall = load_limits(self.home / "tools" / worker.name / LIMITS_NAME).timeout_s
         except ToolError:
             wall = 60.0  # the worker refuses the call with the file's error itself
-        with worker.lock:
+        # Bounded: two chains of tool-invokes crossing (A->B while B->A) must not wait on each other for ever.
+        if not worker.lock.acquire(timeout=wall + CALL_SLACK):
+            raise ToolError("timeout", f"the worker of {worker.name!r} stayed busy for {wall + CALL_SLACK:g} s")
+        try:
             try:
                 worker.sock.settimeout(wall + CALL_SLACK)
                 send_frame(worker.sock, frame)
                 reply = recv_frame(worker.sock)
+                while reply is not None and reply.get("op") == "invoke":  # the tool invokes another, mid-call
+                    send_frame(worker.sock, self._invoke(worker.name, reply, depth, chain))
+                    reply = recv_frame(worker.sock)
             except TimeoutError:
                 self._drop(worker, kill=True)
                 raise ToolError("timeout", f"the worker of {worker.name!r} did not answer within "
@@ -129,8 +147,34 @@ class Broker:
                 raise ToolError("worker", f"the worker of {worker.name!r} died during the call "
                                 f"({self._stopped_by(worker)}); the next call starts a new one")
             worker.calls += 1
+        finally:
+            worker.lock.release()
         reply["id"] = frame.get("id")
         return reply
+
+    def _invoke(self, caller: str, req: dict[str, Any], depth: int, chain: tuple[str, ...]) -> dict[str, Any]:
+        """A worker's tool-invoke: the alias checked against the caller's own capabilities.json (read here, not
+        taken from the worker), the depth counted here, a tool already in the chain refused (its worker is busy
+        with the outer call), then the target run in its own worker."""
+        alias, target = req.get("alias"), req.get("target")
+        claimed = req.get("depth")  # the worker's own nesting (a self-invoke runs inside it): a floor, never less
+        depth = max(depth + 1, claimed if isinstance(claimed, int) else 0) - 1
+        try:
+            try:
+                caps = caps_mod.load(self.home / "tools" / caller / CAPS_NAME)
+            except caps_mod.CapabilitiesError as e:
+                raise ToolError("capabilities", str(e)) from None
+            if not isinstance(alias, str) or caps.aliases.get(alias) != target or not isinstance(target, str):
+                raise ToolError("capabilities", f"alias {alias!r} does not name {target!r} in {caller}'s "
+                                "tool_invoke.aliases")
+            if depth + 1 >= MAX_INVOKE_DEPTH:
+                raise ToolError("capabilities", f"tool-invoke nested more than {MAX_INVOKE_DEPTH} deep")
+            if target in chain:
+                raise ToolError("capabilities", f"tool-invoke of {target!r} from within its own call "
+                                f"({' -> '.join(chain)}): its worker is busy with it")
+            return self._run(target, req.get("params"), None, None, depth + 1, (*chain, target))
+        except ToolError as e:
+            return error_frame(None, e)
 
     @staticmethod
     def _stopped_by(worker: Worker) -> str:

@@ -110,6 +110,8 @@ class NoEgress:
 
 
 SecretNames = Callable[[], set[str]]
+Invoker = Callable[[str, str, str, int], "Outcome"]
+"""(alias, target tool, params, depth) -> the target's Outcome, or ToolError: a worker's tool-invoke of another tool."""
 
 
 def home_secret_names(home: Path) -> SecretNames:
@@ -180,9 +182,12 @@ class ToolHost:
 
     def __init__(self, home: Path, *, runtime: WasmRuntime | None = None, gateway: HttpGateway | None = None,
                  secret_names: SecretNames | None = None, cache_dir: Path | None = None,
-                 only: str | None = None) -> None:
+                 only: str | None = None, invoker: Invoker | None = None) -> None:
         self.home = Path(home)
-        self.only = only  # a jailed worker's host runs this one tool (and refuses tool-invoke of any other)
+        # A jailed worker's host runs this one tool; a tool-invoke of another goes to `invoker` (the broker, which
+        # runs it in that tool's own worker), or is refused without one.
+        self.only = only
+        self.invoker = invoker
         self.runtime = runtime or WasmRuntime(cache_dir)
         self.gateway: HttpGateway = gateway or Egress()
         self.secret_names = secret_names or home_secret_names(self.home)
@@ -338,6 +343,8 @@ class _Call:
         if self.depth + 1 >= MAX_INVOKE_DEPTH:
             return False, f"tool-invoke nested more than {MAX_INVOKE_DEPTH} deep"
         try:
+            if self.host.invoker is not None and self.host.only is not None and target != self.host.only:
+                return True, self.host.invoker(alias, target, params_json, self.depth + 1).output
             return True, self.host.run(target, params_json, _depth=self.depth + 1).output
         except ToolError as e:
             return False, f"{e.kind}: {e.reason}"

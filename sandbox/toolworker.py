@@ -3,7 +3,8 @@
 `python -m sandbox.toolworker NAME [HOME]` runs the calls of one installed tool, `HOME/tools/NAME` (HOME defaults
 to /agent), inside a jail of its own whose proxy socket the mount's daemon serves for NAME alone (`--tool NAME`
 semantics: NAME's allowlist and credentials).  Its `ToolHost` is restricted to NAME (`only`: a tool-invoke of
-another tool is refused, since that tool's HTTP would leave under NAME's lease) and sends every request to
+another tool goes back to the broker, which runs it in that tool's worker, since here its HTTP would leave under
+NAME's lease) and sends every request to
 $HTTP_PROXY through `ProxyGateway`; so the process that runs a tool's code never holds a secret value and can
 reach only what the daemon allows NAME.  The channel to the broker is the socket whose number is in
 $CLAWFS_TOOLWORKER_FD (a socketpair end: nothing in the jail can dial the worker, nor the worker anything but the
@@ -14,7 +15,9 @@ Wire (both hops: runtime <-> broker, broker <-> worker): frames of a 4-byte big-
 - reply `{"id": N, "ok": true, "output": TEXT, "logs": [[LEVEL, TEXT]...], "ms": F, "fuel": N|null}` or
   `{"id": N, "ok": false, "kind": KIND, "reason": TEXT, "detail": {...}, "logs": [...]}` (a ToolError's fields);
 - the worker's first frame, once it has loaded (compiled) its tool: `{"ready": true, "blake3": HEX}`, or
-  `{"ready": false, "kind": ..., "reason": ...}`.
+  `{"ready": false, "kind": ..., "reason": ...}`;
+- mid-call, a worker's tool-invoke of another tool: `{"op": "invoke", "alias": A, "target": T, "params": TEXT,
+  "depth": N}` to the broker, answered with a reply frame (the broker sets `depth` in the call frames it relays).
 `BrokerClient` is the runtime's end: calls from several turns at once, answers matched by id.
 
 Store-free, imports nothing of clawfs, agent or mountd.
@@ -34,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ToolError
-from .toolhost import Outcome, ProxyGateway, ToolHost
+from .toolhost import Invoker, Outcome, ProxyGateway, ToolHost
 
 WORKER_ENV = "CLAWFS_TOOLWORKER_FD"  # the worker's channel to the broker
 BROKER_ENV = "CLAWFS_TOOLS_FD"  # the runtime's channel to the broker
@@ -190,11 +193,25 @@ def serve(sock: socket.socket, host: ToolHost, name: str) -> None:
                 or not (context is None or isinstance(context, str)):
             reply = error_frame(call_id, ToolError("invalid", f"this worker answers calls of {name!r} only"))
         else:
+            depth = frame.get("depth")
             try:
-                reply = outcome_frame(call_id, host.run(name, params, context))
+                reply = outcome_frame(call_id, host.run(name, params, context,
+                                                        _depth=depth if isinstance(depth, int) else 0))
             except ToolError as e:
                 reply = error_frame(call_id, e)
         send_frame(sock, reply)
+
+
+def invoker(sock: socket.socket) -> Invoker:
+    """A tool-invoke of another tool, asked of the broker on the channel mid-call (the broker checks the alias
+    against this tool's capabilities itself and runs the target in the target's own worker)."""
+    def invoke(alias: str, target: str, params: str, depth: int) -> Outcome:
+        send_frame(sock, {"op": "invoke", "alias": alias, "target": target, "params": params, "depth": depth})
+        reply = recv_frame(sock)
+        if reply is None:
+            raise ToolError("worker", "the broker went away during a tool-invoke")
+        return from_frame(reply)
+    return invoke
 
 
 def main(argv: list[str]) -> int:
@@ -211,7 +228,8 @@ def main(argv: list[str]) -> int:
         return 2
     sock = socket.socket(fileno=int(fd))
     cache = os.environ.get("CLAWFS_WASM_CACHE")
-    host = ToolHost(home, gateway=ProxyGateway(proxy), cache_dir=Path(cache) if cache else None, only=name)
+    host = ToolHost(home, gateway=ProxyGateway(proxy), cache_dir=Path(cache) if cache else None, only=name,
+                    invoker=invoker(sock))
     with contextlib.suppress(OSError):  # the broker went away: nothing to answer
         serve(sock, host, name)
     return 0

@@ -274,3 +274,28 @@ def test_a_tools_lease_does_not_reach_the_llm_endpoint(setup: Setup) -> None:
     assert status("fetch") == "403"
     refused = [x for x in setup.audit() if x["tool"] == "fetch"]
     assert refused and not refused[0]["allowed"], refused
+
+
+def test_tool_invoke_runs_the_target_in_its_own_worker(setup: Setup) -> None:
+    """A tool-invoke from a worker comes back to the broker: the alias checked against the caller's own
+    capabilities, the target run in its own worker (under its own lease), a cycle refused, depth bounded."""
+    s = setup
+    install(s.mnt, "inv", wat("invoke"), {"tool_invoke": {"aliases": {"e": "echo", "x": "inv2", "self": "inv",
+                                                                      "bad": "nope"}}})
+    install(s.mnt, "inv2", wat("invoke"), {"tool_invoke": {"aliases": {"x": "inv"}}})
+    broker = Broker(str(s.mnt))
+    try:
+        def call(tool: str, params: str) -> dict[str, Any]:
+            return broker.call({"id": 1, "op": "call", "tool": tool, "params": params})
+
+        out = call("inv", '"e"')
+        assert out["ok"] is True and out["output"] == '"e"' and out["logs"] == [["info", "after"]], out
+        assert set(broker.status()["workers"]) == {"inv", "echo"}, "echo ran in a worker of its own"
+        cycle = call("inv", '"x"')  # inv -> inv2 -> inv: inv's worker is busy with the outer call
+        assert "busy with it" in json.dumps(cycle), cycle
+        deep = call("inv", '"self"')  # nested in inv's own worker, as in process
+        assert "nested more than 3 deep" in json.dumps(deep), deep
+        missing = call("inv", '"bad"')
+        assert "no tool 'nope'" in json.dumps(missing), missing
+    finally:
+        broker.close()
