@@ -590,8 +590,11 @@ class Store:
         logged and skipped, so the rest of the directory stays readable (fsck lists it)."""
         for entry_id, blob, ino, mac, gen in self._db.dentry_list(parent, after_id):
             try:
-                self._bound(parent, bytes(blob), ino, mac, gen)
-                yield entry_id, self._env.open_name(parent, bytes(blob)), ino
+                blob = bytes(blob)
+                if self._bindings.get((parent, blob)) != (ino, mac, gen):
+                    self._bound(parent, blob, ino, mac, gen)
+                    self._bind(parent, blob, (ino, mac, gen))  # the lookups that follow a listing skip the MAC
+                yield entry_id, self._env.open_name(parent, blob), ino
             except IntegrityError as e:
                 log.error("integrity: %s (entry %d hidden; run `clawfs fsck`)", e, entry_id)
 
