@@ -122,14 +122,20 @@ class BrokerClient:
 
     @classmethod
     def from_env(cls) -> BrokerClient | None:
-        value = os.environ.get(BROKER_ENV, "")
-        if not value.isdigit():
-            return None
-        try:
-            sock = socket.socket(fileno=int(value))
-        except OSError:
-            return None
-        return cls(sock)
+        """The client of $CLAWFS_TOOLS_FD's socket: one per process (a second socket object on the same descriptor
+        would race the first one's reader, and closing either would close both)."""
+        global _FROM_ENV
+        with _FROM_ENV_LOCK:
+            if _FROM_ENV is None:
+                value = os.environ.get(BROKER_ENV, "")
+                if not value.isdigit():
+                    return None
+                try:
+                    sock = socket.socket(fileno=int(value))
+                except OSError:
+                    return None
+                _FROM_ENV = cls(sock)
+            return _FROM_ENV
 
     def _read(self) -> None:
         while True:
@@ -171,6 +177,10 @@ class BrokerClient:
         if not box:
             raise ToolError("worker", "the tool broker has gone away (was `clawfs agent run` stopped?)")
         return from_frame(box[0])
+
+
+_FROM_ENV: BrokerClient | None = None
+_FROM_ENV_LOCK = threading.Lock()
 
 
 # -- the worker -------------------------------------------------------------------------------------------------------
