@@ -308,11 +308,13 @@ def inherited_fds() -> dict[str, int]:
 
 
 def start(cfg: JailConfig, argv: list[str], *, stdin: int | None = None, stdout: int | None = None,
-          stderr: int | None = None, fds: dict[str, int] | None = None) -> Jail:
+          stderr: int | None = None, fds: dict[str, int] | None = None, new_session: bool = False) -> Jail:
     """Start argv in a new jail; returns once the jail's network is up (the proxy socket is handed over).
     `fds`: the descriptors the command gets, each under the environment variable naming it (e.g. the tool
     broker's socket for the runtime, a worker's channel for a tool); None = the liveness socket of this process,
-    if it has one (`inherited_fds`).  Nothing else crosses: a tool worker's jail is given `{}` or its own."""
+    if it has one (`inherited_fds`).  Nothing else crosses: a tool worker's jail is given `{}` or its own.
+    `new_session`: the launcher in a session of its own, so a signal to the caller's process group (a terminal's
+    ^C, `clawfs serve` stopping the runtime's holder) does not reach it; the caller ends it."""
     t0 = time.perf_counter()
     layers, _ = weaker_layers(cfg.allow_weaker)
     cfg.layers = layers
@@ -328,7 +330,7 @@ def start(cfg: JailConfig, argv: list[str], *, stdin: int | None = None, stdout:
         cfg.env.setdefault(env_name, str(fd))
     proc = subprocess.Popen([sys.executable, "-I", "-m", "sandbox.jail", json.dumps(asdict(cfg)),
                              str(theirs.fileno()), "--", *argv], pass_fds=[theirs.fileno(), *passed.values()],
-                            stdin=stdin, stdout=stdout, stderr=stderr)
+                            stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=new_session)
     theirs.close()
     jail = Jail(proc, None, cg, cfg.root_dir, t0)
     try:
