@@ -217,8 +217,10 @@ class Broker:
             cfg = jail.JailConfig(mount=str(self.home), uid=uid, gid=gid, allow_weaker=self.allow_weaker,
                                   ca_pem=lease.ca_pem, memory=WORKER_MEMORY, pids=WORKER_PIDS, agent_readonly=True)
             try:
+                # A session of its own: a signal to the holder's group (^C, `clawfs serve` stopping it) must not
+                # kill a worker under a turn that is finishing; close() ends it, the daemon if the holder dies.
                 j = jail.start(cfg, ["python3", "-m", "sandbox.toolworker", name], fds={WORKER_ENV: theirs.fileno()},
-                               stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno())
+                               stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno(), new_session=True)
             except jail.JailError as e:
                 raise ToolError("worker", f"the jail of {name!r}'s worker cannot be built: {e}") from None
         except BaseException:

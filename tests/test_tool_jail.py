@@ -213,6 +213,8 @@ def test_the_runtime_reaches_a_worker_only_through_the_broker(setup: Setup) -> N
         runtime_refusal = [x for x in s.audit() if x["tool"] == "runtime" and not x["allowed"]]
         assert runtime_refusal and runtime_refusal[0]["reason"] == "this tool has no HTTP capability"
         assert broker.status()["started"] == 1 and "fetch" in broker.status()["workers"]
+        launcher = broker._workers["fetch"].jail.proc.pid
+        assert os.getpgid(launcher) != os.getpgid(0), "a signal to the holder's group does not reach a worker"
 
         # a worker that dies mid-call: a typed error; the next call starts a new worker
         def call(path: str, call_id: int) -> dict[str, Any]:
