@@ -34,6 +34,11 @@ $(VENV)/.installed: pyproject.toml
 bytecode: $(VENV)/.installed
 	@$(PY) -m compileall -q clawfs kernel mountd migrations agent sandbox > /dev/null
 
+# The int8 ONNX model (embedder all-MiniLM-L6-v2-int8), exported from the installed weights into
+# ~/.cache/clawfs/models (CLAWFS_MODEL_CACHE); a no-op once it is there (clawfs/index/onnx_engine.py).
+onnx-model: $(VENV)/.installed
+	@$(PY) -m clawfs.index.onnx_engine > /dev/null
+
 # mount(8) runs /sbin/mount.TYPE for `mount -t clawfs` and fstab lines of type clawfs.  Rewritten on every
 # setup: it names this checkout's venv, and another checkout (a CI clone) may have installed its own.
 mount-helper: $(VENV)/.installed packaging/mount.clawfs.in

