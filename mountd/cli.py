@@ -305,6 +305,7 @@ def info(store: str, as_json: bool) -> int:
         f"inodes:         {i.counts['inodes']}", f"entries:        {i.counts['entries']}",
         f"blocks:         {i.counts['blocks']} ({i.counts['stored_bytes']} bytes of ciphertext)",
         f"rollback check: {'TPM counter' if i.rollback_protection else 'off'}",
+        f"mount log:      {_store_log_file(store)} (unless mounted with -o log_file=)",
         "key slots:",
     ] + [f"  {s['id']}: {s['kind']} ({_slot_detail(s)})" for s in i.slots]
     click.echo("\n".join(lines))
