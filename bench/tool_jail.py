@@ -6,7 +6,8 @@ makes the runtime's (mountd/jail_cli.run_jailed, given the broker's socket) time
 - ``in_process``: the synthetic echo tool (tests/wasm/echo.wat) run by a ToolHost in the jail's own process, as
   the runtime ran tools before (and `clawfs tool run` still does), warm;
 - ``brokered``: the same call through the broker (BrokerClient -> mountd/toolbroker.py in this process -> the
-  echo tool's jailed worker -> back), warm: the worker already started;
+  echo tool's jailed worker -> back), warm: the worker already started (the two alternate, call by call, so both
+  see the same load);
 - ``first_call``: the first brokered call, i.e. the worker's start (jail, Python, compile) and its lease.
 
 Output: OUT/tool_jail.json (with the machine and its load average) and the same JSON on stdout.
@@ -47,17 +48,17 @@ first = client.call("echo", params).output
 first_ms = (time.perf_counter() - t) * 1000
 host = ToolHost(Path("/agent"))
 assert host.run("echo", params).output == first
-def timed(fn):
-    for _ in range(10):
-        fn()
-    out = []
-    for _ in range(N):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1000)
-    return out
-brokered = timed(lambda: client.call("echo", params))
-in_process = timed(lambda: host.run("echo", params))
+def once(fn):
+    t = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t) * 1000
+brokered, in_process = [], []
+for i in range(N + 10):  # interleaved, so both see the same load; the first 10 of each are warm-up
+    b = once(lambda: client.call("echo", params))
+    p = once(lambda: host.run("echo", params))
+    if i >= 10:
+        brokered.append(b)
+        in_process.append(p)
 print(json.dumps({"first_ms": first_ms, "brokered": brokered, "in_process": in_process}))
 """
 
