@@ -52,6 +52,7 @@ START_SECONDS = 60.0  # a worker's jail, Python and the component's compile (Iro
 CALL_SLACK = 10.0  # over the tool's own wall time: the worker enforces that; past this it is wedged
 WORKER_MEMORY = 1 << 30
 WORKER_PIDS = 64
+MAX_IN_FLIGHT = 64  # calls the runtime may have open at once (a thread each here); more are refused at once
 
 
 @dataclass
@@ -78,6 +79,7 @@ class Broker:
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._closed = threading.Event()
+        self._slots = threading.BoundedSemaphore(MAX_IN_FLIGHT)
         self.counts = {"calls": 0, "started": 0, "died": 0}
 
     # -- the runtime's side ----------------------------------------------------------------------------------------
@@ -93,10 +95,19 @@ class Broker:
                 frame = None
             if frame is None:
                 return  # the runtime has gone (or sent something that is not a frame): no more calls
+            if not self._slots.acquire(blocking=False):
+                self._send(error_frame(frame.get("id"), ToolError(
+                    "worker", f"more than {MAX_IN_FLIGHT} tool calls in flight: try again when some have ended")))
+                continue
             threading.Thread(target=self._answer, args=(frame,), name="tool-call", daemon=True).start()
 
     def _answer(self, frame: dict[str, Any]) -> None:
-        reply = self.call(frame)
+        try:
+            self._send(self.call(frame))
+        finally:
+            self._slots.release()
+
+    def _send(self, reply: dict[str, Any]) -> None:
         with self._send_lock, contextlib.suppress(OSError):
             send_frame(self._ours, reply)
 

@@ -35,10 +35,12 @@ from wasm.support import ALLOWED, Server, http_caps, install, serve, wat
 
 from agent import maildir
 from kernel import jailcheck
+from mountd import toolbroker
 from mountd.jail_cli import run_jailed
 from mountd.toolbroker import Broker
 from sandbox import jail
-from sandbox.toolworker import BROKER_ENV
+from sandbox.errors import ToolError
+from sandbox.toolworker import BROKER_ENV, BrokerClient
 
 pytestmark = [pytest.mark.jail, pytest.mark.fuse,
               pytest.mark.skipif(os.geteuid() != 0, reason="building a jail's root needs root (CI runs as root)"),
@@ -301,3 +303,33 @@ def test_tool_invoke_runs_the_target_in_its_own_worker(setup: Setup) -> None:
         assert "no tool 'nope'" in json.dumps(missing), missing
     finally:
         broker.close()
+
+
+def test_the_broker_bounds_the_calls_in_flight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_IN_FLIGHT open calls, a call is answered at once with kind `worker` (no thread, no worker)."""
+    monkeypatch.setattr(toolbroker, "MAX_IN_FLIGHT", 2)
+    broker = Broker(str(tmp_path))
+    release = threading.Event()
+
+    def blocked(frame: dict[str, Any]) -> dict[str, Any]:
+        release.wait(30)
+        return {"id": frame["id"], "ok": True, "output": "done", "logs": []}
+
+    monkeypatch.setattr(broker, "call", blocked)
+    broker.start()
+    client = BrokerClient(broker.runtime_end)
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda: results.append(client.call("echo", "{}").output)) for _ in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        wait_for(lambda: broker._slots._value == 0, timeout=30, what="two calls in flight")  # type: ignore[attr-defined]
+        with pytest.raises(ToolError, match="more than 2 tool calls in flight") as e:
+            client.call("echo", "{}")
+        assert e.value.kind == "worker"
+    finally:
+        release.set()
+        for t in threads:
+            t.join(30)
+        broker.close()
+    assert results == ["done", "done"]
