@@ -504,7 +504,8 @@ def _shown_path(path: str) -> str:
 
 @cli.command()
 @click.argument("store", type=click.Path())
-@click.option("--embedder", default=None, help="all-MiniLM-L6-v2 (default) or hashing-384 (no model).")
+@click.option("--embedder", default=None,
+              help="all-MiniLM-L6-v2 (default), all-MiniLM-L6-v2-int8 (ONNX Runtime, int8) or hashing-384 (no model).")
 @with_key_options
 def reindex(store: str, embedder: str | None, creds: keys.Credentials) -> int:
     """Rebuild STORE's index from its files (with another embedder if given)."""

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,10 +16,11 @@ import pytest
 
 from clawfs.errors import UserError
 from clawfs.index import embedder as emb
-from clawfs.index import onnx_engine
+from clawfs.index import engine, onnx_engine
 from clawfs.index.engine import IndexCore
 from clawfs.keys import Credentials
-from clawfs.store import Store
+from clawfs.store import ROOT, Store
+from clawfs.vfs import VFS, Ctx
 
 PW = b"onnx engine test passphrase"
 PARAGRAPHS = [
@@ -177,3 +180,19 @@ def test_int8_runs_without_torch(int8: onnx_engine.OnnxMiniLMEmbedder) -> None:
             "bad = [m for m in ('torch', 'sentence_transformers', 'transformers') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.slow
+def test_a_store_indexed_and_searched_with_the_int8_engine(store: Store,
+                                                           int8: onnx_engine.OnnxMiniLMEmbedder) -> None:
+    vfs = VFS(store)
+    for i, text in enumerate(PARAGRAPHS):
+        fh, _ = vfs.create(ROOT, f"note-{i}.md".encode(), 0o644, os.O_WRONLY, Ctx(uid=0, gid=0))
+        vfs.write(fh, 0, text.encode())
+        vfs.release(fh)
+    core = IndexCore.load(store, emb.MINILM_INT8_NAME)
+    while batch := store.index.queued(time.time_ns(), 64):
+        engine.index_files(store, core, batch)
+    assert store.index.meta("embedder") == "all-MiniLM-L6-v2-int8"
+    hits = engine.search(store, core, "how does rsync decide which files to copy", k=3).hits
+    assert hits and hits[0].path == b"note-2.md" and hits[0].similarity is not None, hits
