@@ -36,8 +36,9 @@ bytecode: $(VENV)/.installed
 
 # The int8 ONNX model (embedder all-MiniLM-L6-v2-int8), exported from the installed weights into
 # ~/.cache/clawfs/models (CLAWFS_MODEL_CACHE); a no-op once it is there (clawfs/index/onnx_engine.py).
+# Not fatal: the default embedder does not need it, and a store that does exports it at first use.
 onnx-model: $(VENV)/.installed
-	@$(PY) -m clawfs.index.onnx_engine > /dev/null
+	@$(PY) -m clawfs.index.onnx_engine > /dev/null || echo "warning: the int8 ONNX model was not exported" >&2
 
 # mount(8) runs /sbin/mount.TYPE for `mount -t clawfs` and fstab lines of type clawfs.  Rewritten on every
 # setup: it names this checkout's venv, and another checkout (a CI clone) may have installed its own.
