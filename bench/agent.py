@@ -14,17 +14,19 @@ minus the time spent waiting for the LLM's HTTP answers.  Targets (issue 23): p5
 Then `--threads` threads get `--turns` messages delivered at once (parallel_turns = threads): messages/s from
 the first delivery to the last reply.
 
-Each measure runs the runtime in a process of its own (`python -c 'bench.agent.measure(...)'`, the scripted LLM
-staying in this one), `--rounds` times.  `--compare TREE` (e.g. a `git worktree` of an earlier commit) runs that
-tree's own `bench.agent.measure` and runtime on the same home too, alternating with this tree's round by round,
-so that both see the same load.  `--jail` (root) mounts with an agent uid and also measures `clawfs agent run`:
-the runtime in the jail as that uid, its LLM requests through the daemon's egress proxy; its per-turn figures
-are the runtime's own "answered ... in X ms, Y ms of it the LLM's" log lines (sequential turns only).
+Each measure runs on a new home (built alike) with the runtime in a process of its own (`python -c
+'bench.agent.measure(...)'`, the scripted LLM staying in this one), `--rounds` times.  `--compare TREE` (e.g. a
+`git worktree` of an earlier commit) runs that tree's own `bench.agent.measure` and runtime too, alternating with
+this tree's round by round, so that both see the same load.  `--jail` (root) mounts with an agent uid and also
+measures `clawfs agent run`: the runtime in the jail as that uid, its LLM requests through the daemon's egress
+proxy; its per-turn figures are the runtime's own "answered ... in X ms, Y ms of it the LLM's" log lines
+(sequential turns only).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -36,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +166,32 @@ def measure(mnt: Path, turns: int, threads: int) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def new_home(args: argparse.Namespace) -> Iterator[tuple[Path, Path, int, float]]:
+    """A new store with --agent-home, indexed, mounted (with an agent uid for --jail), filled to --chunks, its
+    llm.toml pointing at a scripted LLM of this process: (mountpoint, its folder, chunks, seconds to build)."""
+    with tempfile.TemporaryDirectory(prefix="clawfs-agent-bench-") as tmp:
+        root = Path(tmp)
+        store, mnt, pw = root / "agent.claw", root / "mnt", root / "pw"
+        pw.write_text(PW)
+        mnt.mkdir()
+        sh("mkfs", str(store), "--passphrase-file", str(pw), "--agent-home")
+        sh("reindex", str(store), "--passphrase-file", str(pw), "--embedder", args.embedder)
+        agent_uid = ",allow_other,agent_uid=64010,agent_gid=64010" if args.jail else ""
+        sh("mount", str(store), str(mnt), "-o", f"passphrase_file={pw},log_file={root / 'mount.log'}{agent_uid}")
+        llm = ScriptedLLM().start()
+        try:
+            (mnt / "settings" / "llm.toml").write_text(f'[llm]\nbase_url = "{llm.base_url}"\nmodel = "bench"\n')
+            t0 = time.perf_counter()
+            chunks = fill(mnt, args.chunks)
+            build = time.perf_counter() - t0
+            print(f"bench: home of {chunks} chunks built in {build:.0f} s", file=sys.stderr)
+            yield mnt, root, chunks, build
+        finally:
+            llm.stop()
+            sh("umount", str(mnt))
+
+
 MEASURE = ("import json, sys; from pathlib import Path; from bench.agent import measure; "
            "print('RESULT ' + json.dumps(measure(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))))")
 
@@ -230,57 +259,54 @@ def main() -> None:
     trees = {"this": REPO, **({"compare": Path(args.compare).resolve()} if args.compare else {})}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
     jail_runs: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="clawfs-agent-bench-") as tmp:
-        root = Path(tmp)
-        store, mnt, pw = root / "agent.claw", root / "mnt", root / "pw"
-        pw.write_text(PW)
-        mnt.mkdir()
-        sh("mkfs", str(store), "--passphrase-file", str(pw), "--agent-home")
-        sh("reindex", str(store), "--passphrase-file", str(pw), "--embedder", args.embedder)
-        agent_uid = ",allow_other,agent_uid=64010,agent_gid=64010" if args.jail else ""
-        sh("mount", str(store), str(mnt), "-o", f"passphrase_file={pw},log_file={root / 'mount.log'}{agent_uid}")
-        llm = ScriptedLLM().start()
-        try:
-            (mnt / "settings" / "llm.toml").write_text(f'[llm]\nbase_url = "{llm.base_url}"\nmodel = "bench"\n')
-            t0 = time.perf_counter()
-            chunks = fill(mnt, args.chunks)
-            build = time.perf_counter() - t0
-            print(f"bench: home of {chunks} chunks built in {build:.0f} s", file=sys.stderr)
-            for r in range(args.rounds):
-                order = list(trees.items()) if r % 2 == 0 else list(reversed(trees.items()))
-                for name, tree in order:
-                    before = loadavg()
-                    result = measure_tree(tree, mnt, args.turns, args.threads)
-                    result["loadavg_before_after"] = [before, loadavg()]
-                    runs[name].append(result)
-                    print(f"bench: round {r} {name}: overhead {result['overhead_ms']}, "
-                          f"{result['parallel']['messages_per_s']} msg/s, load {result['loadavg_before_after']}",
-                          file=sys.stderr)
-                if args.jail:
-                    before = loadavg()
-                    jail_result = measure_jail(mnt, args.turns, root / f"agent-jail-{r}.log")
-                    jail_result["loadavg_before_after"] = [before, loadavg()]
-                    jail_runs.append(jail_result)
-                    print(f"bench: round {r} jail: overhead {jail_result['overhead_ms']}", file=sys.stderr)
-        finally:
-            llm.stop()
-            sh("umount", str(mnt))
+    measures = [(r, name, tree) for r in range(args.rounds)
+                for name, tree in (list(trees.items()) if r % 2 == 0 else list(reversed(trees.items())))]
+    for r, name, tree in measures:
+        # a new home for each measure, built alike (same seed): every turn grows the daily log and the threads'
+        # histories, which the indexer then reads again, so a measure on a used home is slower than the one before
+        with new_home(args) as (mnt, root, chunks, build):
+            before = loadavg()
+            result = measure_tree(tree, mnt, args.turns, args.threads)
+            result["loadavg_before_after"] = [before, loadavg()]
+            runs[name].append(result)
+            print(f"bench: round {r} {name}: overhead {result['overhead_ms']}, "
+                  f"{result['parallel']['messages_per_s']} msg/s, load {result['loadavg_before_after']}",
+                  file=sys.stderr)
+            write_doc(args, trees, runs, jail_runs, chunks, build, complete=False)
+        if args.jail and name == "this":
+            with new_home(args) as (mnt, root, chunks, build):
+                before = loadavg()
+                jail_result = measure_jail(mnt, args.turns, root / "agent-jail.log")
+                jail_result["loadavg_before_after"] = [before, loadavg()]
+                jail_runs.append(jail_result)
+                print(f"bench: round {r} jail: overhead {jail_result['overhead_ms']}", file=sys.stderr)
+                write_doc(args, trees, runs, jail_runs, chunks, build, complete=False)
+    write_doc(args, trees, runs, jail_runs, chunks, build, complete=True)
+
+
+def write_doc(args: argparse.Namespace, trees: dict[str, Path], runs: dict[str, list[dict[str, Any]]],
+              jail_runs: list[dict[str, Any]], chunks: int, build: float, complete: bool) -> None:
+    """agent.json, written after every measure too (a run stopped early keeps what it measured)."""
+    if not runs["this"]:
+        return
     # the headline is the round of median p50 (every round is in "runs", with its load)
     best = sorted(runs["this"], key=lambda x: x["overhead_ms"]["p50"])[(len(runs["this"]) - 1) // 2]
     doc = {"bench": "agent", "home_chunks": chunks, "embedder": args.embedder, "build_seconds": round(build, 1),
+           "complete": complete, "rounds_asked": args.rounds,
            "runtime": "in a process of its own, as root beside the mount (not jailed)", **best,
            "runs": runs["this"], "commit": _git("rev-parse", "HEAD"), "tree_dirty": bool(_git("status", "--short",
                                                                                                "--", "agent", "bench")),
            **({"compare": {"tree": str(trees["compare"]), "commit": _git("-C", str(trees["compare"]), "rev-parse",
                                                                          "HEAD"), "runs": runs["compare"]}}
-              if args.compare else {}),
+              if "compare" in trees else {}),
            **({"jail": {"runtime": "clawfs agent run (jailed, agent uid 64010, LLM through the egress proxy)",
                         "runs": jail_runs}} if args.jail else {}),
            "machine": machine_info()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "agent.json").write_text(json.dumps(doc, indent=2) + "\n")
-    print(json.dumps(doc, indent=2))
+    if complete:
+        print(json.dumps(doc, indent=2))
 
 
 if __name__ == "__main__":
