@@ -3,5 +3,5 @@
 Dependencies point down: this package may import `kernel`, never `agent`, `sandbox`, `migrations` or `mountd`.
 """
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 """On-disk format this program writes and the newest it can open (also the SQLite schema version)."""

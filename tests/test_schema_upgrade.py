@@ -195,3 +195,9 @@ def test_v4_store_edited_before_upgrade_is_trusted_then_guarded(tmp_path: Path) 
         assert [(p.kind, p.inode) for p in problems if p.kind == "inode"] == [("inode", inos[b"secrets/key"])]
     finally:
         store.close()
+
+
+def test_format_version_is_the_newest_migration() -> None:
+    """`clawfs info` reports the schema version; the format the program writes must be that same number."""
+    from clawfs import FORMAT_VERSION
+    assert FORMAT_VERSION == schema.LATEST
