@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from helpers import vfs_write_tree
 
-from clawfs import fsck, integrity
+from clawfs import FORMAT_VERSION, fsck, integrity
 from clawfs.db import database, schema
 from clawfs.errors import IntegrityError, UserError
 from clawfs.keys import Credentials
@@ -199,5 +199,4 @@ def test_v4_store_edited_before_upgrade_is_trusted_then_guarded(tmp_path: Path) 
 
 def test_format_version_is_the_newest_migration() -> None:
     """`clawfs info` reports the schema version; the format the program writes must be that same number."""
-    from clawfs import FORMAT_VERSION
     assert FORMAT_VERSION == schema.LATEST
