@@ -27,3 +27,11 @@ def forbid_core_dumps() -> None:
     if libc_name:
         libc = ctypes.CDLL(libc_name, use_errno=True)
         libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+def detach_stdio() -> None:
+    """Point fds 0-2 at /dev/null: a daemon that outlived its terminal must not write into (or read from) it."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)

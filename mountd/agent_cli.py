@@ -36,6 +36,7 @@ from sandbox.toolworker import BROKER_ENV
 from . import logs
 from .jail_cli import run_jailed
 from .toolbroker import Broker
+from .ui import run_command
 
 log = logging.getLogger(__name__)
 
@@ -229,21 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     0.5 s of CPU (every command's module, the FUSE daemon, the index engine) - clawfs serve's jailed runtime,
     restarted after each crash.  Errors and exit codes as mountd/cli.py's main."""
     logs.to_stderr()
-    try:
-        rv = agent_group.main(args=argv, prog_name="clawfs agent", standalone_mode=False)
-    except UserError as e:
-        click.echo(f"clawfs: {e}", err=True)
-        sys.exit(e.exit_code)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except (click.Abort, KeyboardInterrupt):
-        click.echo("clawfs: interrupted", err=True)
-        sys.exit(130)
-    except OSError as e:
-        click.echo(f"clawfs: {e}", err=True)
-        sys.exit(1)
-    sys.exit(rv if isinstance(rv, int) else 0)
+    run_command(agent_group, argv, "clawfs agent")
 
 
 if __name__ == "__main__":

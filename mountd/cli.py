@@ -9,7 +9,6 @@ import functools
 import hashlib
 import importlib
 import json
-import logging
 import os
 import sys
 import time
@@ -26,7 +25,7 @@ from kernel import tpm
 
 from . import credentials, logs, options
 from .keyopts import with_key_options
-from .ui import parse_size
+from .ui import parse_size, run_command
 
 
 def _write_secret(path: str, data: bytes, *, exclusive: bool = True) -> None:
@@ -562,25 +561,7 @@ def migrate(source_uri: str, store: str, creds: keys.Credentials, user: str | No
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        rv = cli.main(args=argv, prog_name="clawfs", standalone_mode=False)
-    except UserError as e:
-        click.echo(f"clawfs: {e}", err=True)
-        sys.exit(e.exit_code)
-    except tpm.TpmError as e:
-        click.echo(f"clawfs: TPM: {e}", err=True)
-        sys.exit(1)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except (click.Abort, KeyboardInterrupt):
-        click.echo("clawfs: interrupted", err=True)
-        sys.exit(130)
-    except OSError as e:
-        logging.getLogger("clawfs").debug("OS error", exc_info=True)
-        click.echo(f"clawfs: {e}", err=True)
-        sys.exit(1)
-    sys.exit(rv if isinstance(rv, int) else 0)
+    run_command(cli, argv, "clawfs")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from clawfs.router import Router
 from clawfs.store import FLUSH_INTERVAL, Store, StoreLock
 from clawfs.vfs import VFS
 from kernel import mounts, tpm
-from kernel.process import forbid_core_dumps, lower_thread_priority
+from kernel.process import detach_stdio, forbid_core_dumps, lower_thread_priority
 
 from . import logs
 from .options import MountOptions
@@ -278,7 +278,7 @@ def mount(store_path: str, mountpoint: str, opts: MountOptions, creds: Credentia
     def ready(message: str | None) -> None:
         os.write(wfd, b"ok\n" if message is None else b"err:" + message.encode())
         os.close(wfd)
-        _detach_stdio()
+        detach_stdio()
 
     try:
         serve(store_path, mountpoint, opts, master, ready)
@@ -288,12 +288,6 @@ def mount(store_path: str, mountpoint: str, opts: MountOptions, creds: Credentia
     finally:
         os._exit(code)
 
-
-def _detach_stdio() -> None:
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.close(devnull)
 
 
 def umount(mountpoint: str, *, timeout: float = 60.0) -> None:

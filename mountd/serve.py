@@ -59,6 +59,7 @@ from clawfs.errors import UserError
 from clawfs.keys import Credentials
 from clawfs.store import Store, StoreLock
 from kernel import mounts
+from kernel.process import detach_stdio
 from sandbox import jail
 
 from . import daemon, logs
@@ -476,7 +477,7 @@ def serve(cfg: ServeConfig, creds: Credentials, *, foreground: bool, verbose: bo
         with contextlib.suppress(OSError):
             os.write(wfd, b"err:" + error.encode() if error else b"ok " + (warning or "").encode())
             os.close(wfd)
-        _detach_stdio()
+        detach_stdio()
 
     code = 1
     try:
@@ -486,12 +487,6 @@ def serve(cfg: ServeConfig, creds: Credentials, *, foreground: bool, verbose: bo
     finally:
         os._exit(code)
 
-
-def _detach_stdio() -> None:
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.close(devnull)
 
 
 __all__ = ["RUNNING", "ServeConfig", "read_state", "serve", "stop_running", "systemd_credentials"]

@@ -9,13 +9,17 @@ methods (structural typing), so it never imports this module: layers point down.
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import click
+
 from clawfs.errors import UserError
+from kernel import tpm
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -162,3 +166,27 @@ def parse_counts(text: str | None, option: str, of: str = "things") -> tuple[int
             raise UserError(f"{option}: {part.strip()!r} is not a positive count")
         values.append(value)
     return tuple(values)
+
+
+def run_command(group: click.Group, argv: list[str] | None, prog_name: str) -> None:
+    """Run a click group as a program: each error one line on stderr and its exit code (UserError's own, 1 for
+    TPM and OS errors, 130 when interrupted), the command's int return value as the exit status."""
+    try:
+        rv = group.main(args=argv, prog_name=prog_name, standalone_mode=False)
+    except UserError as e:
+        click.echo(f"clawfs: {e}", err=True)
+        sys.exit(e.exit_code)
+    except tpm.TpmError as e:
+        click.echo(f"clawfs: TPM: {e}", err=True)
+        sys.exit(1)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("clawfs: interrupted", err=True)
+        sys.exit(130)
+    except OSError as e:
+        logging.getLogger("clawfs").debug("OS error", exc_info=True)
+        click.echo(f"clawfs: {e}", err=True)
+        sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)
