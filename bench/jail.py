@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.machine import machine_info
-from bench.proxy_tls import bench_proxy_tls
+from bench.proxy_tls import Hello, bench_proxy_tls
 from sandbox import jail
 from sandbox.egress import Egress, ToolIdentity
 from sandbox.proxy import Audit, EgressProxy, LlmEndpoint, ProxyClient
@@ -173,19 +173,6 @@ def bench_start(home: str, repeat: int) -> dict[str, Any]:
             "target_ms": 300}
 
 
-class _Hello(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.0"
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 def _get(port: int, target: str) -> None:
     with socket.create_connection(("127.0.0.1", port)) as s:
         s.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
@@ -197,7 +184,7 @@ def _get(port: int, target: str) -> None:
 
 
 def bench_proxy(requests: int) -> dict[str, Any]:
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     port = srv.server_address[1]
     px = EgressProxy(Egress(), Audit(io.StringIO()), LlmEndpoint("http", "127.0.0.1", port))

@@ -36,7 +36,7 @@ from sandbox.proxy import Audit, EgressProxy, ProxyClient
 BOUND, PLAIN = "bound.bench.test", "plain.bench.test"
 
 
-class _Hello(http.server.BaseHTTPRequestHandler):
+class Hello(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
 
     def do_GET(self) -> None:
@@ -123,7 +123,7 @@ def _stats(xs: list[float]) -> dict[str, float]:
 def bench_proxy_tls(requests: int) -> dict[str, Any]:
     upstream_ca, store_ca = tls_ca.generate("bench upstream CA"), tls_ca.generate()
     address = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
-    srv = _Quiet((address, 443), _Hello)
+    srv = _Quiet((address, 443), Hello)
     srv.socket = _upstream_context(upstream_ca).wrap_socket(srv.socket, server_side=True)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     verify = ssl.create_default_context(cadata=upstream_ca.cert_pem.decode())

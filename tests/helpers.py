@@ -163,3 +163,16 @@ def fill_file(path: Path, limit: int, chunk: int = 1 << 20) -> tuple[int, OSErro
         with contextlib.suppress(OSError):  # close reports a late write-back error again; already seen
             os.close(fd)
     return written, None
+
+
+@contextlib.contextmanager
+def new_store(path: Path, passphrase: bytes) -> Iterator[Store]:
+    """A fresh store at `path` (4 KiB blocks, scrypt), open for the block."""
+    from clawfs.keys import Credentials
+    from clawfs.store import Store
+    Store.create(str(path), [("passphrase", passphrase)], block_size=4096, kdf="scrypt")
+    s = Store.open(str(path), Credentials(passphrases=[passphrase]))
+    try:
+        yield s
+    finally:
+        s.close()

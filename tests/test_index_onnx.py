@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import new_store
 
 from clawfs.errors import UserError
 from clawfs.index import embedder as emb
 from clawfs.index import engine, onnx_engine
 from clawfs.index.engine import IndexCore
-from clawfs.keys import Credentials
 from clawfs.store import ROOT, Store
 from clawfs.vfs import VFS, Ctx
 
@@ -38,13 +38,8 @@ PARAGRAPHS = [
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    path = tmp_path / "s.claw"
-    Store.create(str(path), [("passphrase", PW)], block_size=4096, kdf="scrypt")
-    s = Store.open(str(path), Credentials(passphrases=[PW]))
-    try:
+    with new_store(tmp_path / "s.claw", PW) as s:
         yield s
-    finally:
-        s.close()
 
 
 # ---- choice and record --------------------------------------------------------------------------------------

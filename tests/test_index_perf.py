@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import new_store
 from waiting import wait_for
 
 from clawfs.index import chunker, embedder, engine, pipeline
@@ -52,13 +53,8 @@ def paragraph(i: int, words: int = 40) -> str:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    path = tmp_path / "groups.claw"
-    Store.create(str(path), [("passphrase", PW)], block_size=4096, kdf="scrypt")
-    s = Store.open(str(path), Credentials(passphrases=[PW]))
-    try:
+    with new_store(tmp_path / "groups.claw", PW) as s:
         yield s
-    finally:
-        s.close()
 
 
 def core_of(store: Store) -> tuple[IndexCore, RecordingEmbedder]:
