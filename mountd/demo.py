@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from sandbox import jail
+
 SAMPLE = Path(__file__).with_name("demo_home")
 CLAWFS = str(Path(sys.executable).with_name("clawfs"))
 LLM_SERVER = Path(__file__).parent.parent / "tests" / "llm_server.py"  # the scripted stand-in LLM
@@ -106,8 +108,12 @@ def main() -> None:
     c = "clawfs"
     sh(CLAWFS, "mkfs", str(store), "--passphrase-file", str(pw), "--recovery-key-file", str(root / "recovery.key"),
        show=f"{c} mkfs demo/agent.claw --passphrase-file demo/passphrase --recovery-key-file demo/recovery.key")
-    sh(CLAWFS, "mount", str(store), str(mnt), "-o", f"passphrase_file={pw}",
-       show=f"{c} mount demo/agent.claw demo/mnt -o passphrase_file=demo/passphrase")
+    # agent_uid: the uid the jailed agent runtime runs as (`clawfs agent run` below); allow_other lets it in, and
+    # the policy keeps every third uid out
+    opts = f"passphrase_file={pw},allow_other,agent_uid={jail.JAIL_UID}"
+    sh(CLAWFS, "mount", str(store), str(mnt), "-o", opts,
+       show=f"{c} mount demo/agent.claw demo/mnt -o passphrase_file=demo/passphrase,allow_other,"
+            f"agent_uid={jail.JAIL_UID}")
     try:
         sh("cp", "-r", f"{SAMPLE}/.", str(mnt), show="cp -r <sample agent home>/. demo/mnt")
         sh("ls", "-la", str(mnt), show="ls -la demo/mnt")
