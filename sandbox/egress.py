@@ -1,7 +1,8 @@
 """The egress policy for tool HTTP, as a library: what a tool may reach, how, and what comes back.
 
-Owns every decision on one outbound request of one tool; no process, no socket server.  The tool host's
-in-process gateway uses it today; the jail's egress proxy (sandbox/proxy.py) is meant to serve it unchanged.
+Owns every decision on one outbound request of one tool; no process, no socket server.  The mount daemon's egress
+proxy (sandbox/proxy.py, mountd/proxy_service.py) serves it for every jail; the tool host's in-process gateway uses
+it with no credentials (`clawfs tool run`, tests).
 
 API (all a caller needs):
 - `ToolIdentity(name, binary_blake3)`: who is calling.  The host passes it with every request; a proxy must
@@ -108,7 +109,7 @@ class Target:
 
 
 class CredentialSource(Protocol):
-    """Where secret values come from.  Only the egress side (the proxy, or in the interim the host) holds one."""
+    """Where secret values come from.  Only the egress side holds one: the mount daemon's proxy, outside every jail."""
 
     def secret(self, tool: ToolIdentity, name: str) -> str | None:
         """The value of secret `name` for `tool`, or None if there is none."""

@@ -2,12 +2,12 @@
 
 Owns what a tool may do during a call (its capabilities, enforced in the host imports) and what leaves a call
 (output, logs and error text, each through the leak detector; a blocked one is withheld and logged).  Running the
-component is sandbox/wasm.py's; deciding on HTTP is sandbox/egress.py's, reached through an `HttpGateway` so that
-the jail's egress proxy can take the place of the in-process one.  Every request carries the tool's identity
+component is sandbox/wasm.py's; deciding on HTTP is sandbox/egress.py's, reached through an `HttpGateway`: in a jailed
+tool worker the daemon's egress proxy (`ProxyGateway`), elsewhere the in-process `Egress` with no credentials.  Every request carries the tool's identity
 (`ToolIdentity`: name and the BLAKE3 of the binary that runs).
 
 Secret values never reach this module: `secret-exists` asks a `SecretNames` (names only, e.g. the listing of the
-home's `secrets/`); values are injected by the gateway's `CredentialSource`, which the host does not see.
+home's `secrets/`); values are injected only by the daemon's egress proxy, outside the jail.
 
 Store-free: imports nothing of clawfs, agent, migrations or mountd (the agent runtime imports this module).
 """
@@ -47,7 +47,8 @@ NEVER_READ = ("secrets", ".clawfs", "tools", "settings")
 
 
 class HttpGateway(Protocol):
-    """Where a tool's HTTP goes: `sandbox.egress.Egress` in process now; a client of the jail's proxy later."""
+    """Where a tool's HTTP goes: `sandbox.egress.Egress` in process (no credentials), or `ProxyGateway` to the
+    daemon's egress proxy from a jailed tool worker."""
 
     def send(self, tool: ToolIdentity, http: HttpCapability | None, req: EgressRequest) -> EgressResponse: ...
 
