@@ -3,8 +3,8 @@
 Owns what a tool may do during a call (its capabilities, enforced in the host imports) and what leaves a call
 (output, logs and error text, each through the leak detector; a blocked one is withheld and logged).  Running the
 component is sandbox/wasm.py's; deciding on HTTP is sandbox/egress.py's, reached through an `HttpGateway`: in a jailed
-tool worker the daemon's egress proxy (`ProxyGateway`), elsewhere the in-process `Egress` with no credentials.  Every request carries the tool's identity
-(`ToolIdentity`: name and the BLAKE3 of the binary that runs).
+tool worker the daemon's egress proxy (`ProxyGateway`), elsewhere the in-process `Egress` with no credentials.
+Every request carries the tool's identity (`ToolIdentity`: name and the BLAKE3 of the binary that runs).
 
 Secret values never reach this module: `secret-exists` asks a `SecretNames` (names only, e.g. the listing of the
 home's `secrets/`); values are injected only by the daemon's egress proxy, outside the jail.
