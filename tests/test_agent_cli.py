@@ -118,10 +118,11 @@ def test_chat_and_status_with_a_running_agent_then_sigterm_exits_0(home: Home,
     assert proc.stdout == "You said: hello agent\n"
     reply = json.loads(run("chat", str(home.mnt), "hello again", "--thread", "x", "--json").stdout)
     assert reply["text"] == "You said: hello again" and reply["thread"] == "x" and reply["reply_id"]
-    wait_for(lambda: json.loads(run("agent", "status", str(home.mnt), "--json").stdout)["running"], timeout=30,
-             what="status to say running")
-    status = json.loads(run("agent", "status", str(home.mnt), "--json").stdout)
-    assert status["queue"] == {"local": 0} and status["last_turn"]["thread"] == "x"
+    # .agent/status.json is rewritten every STATUS_EVERY seconds, not at each reply: wait for the one after the turn
+    status = wait_for(lambda: json.loads(run("agent", "status", str(home.mnt), "--json").stdout), timeout=30,
+                      until=lambda st: st["running"] and (st.get("last_turn") or {}).get("thread") == "x",
+                      what="status to show the turn on thread x")
+    assert status["queue"] == {"local": 0} and status["turns"] == 2, status
     assert "runtime: running" in run("agent", "status", str(home.mnt)).stdout
     outbox_cur = list((home.mnt / "channels/local/outbox/cur").iterdir())
     assert len(outbox_cur) == 2 and all(maildir.flags(p.name) == "S" for p in outbox_cur), "chat marks replies seen"
